@@ -1,0 +1,18 @@
+"""The pack's V3 extension: every feature module lists its node classes in ``NODES``."""
+from typing_extensions import override
+
+from comfy_api.latest import ComfyExtension, io
+
+from . import guidance_cutoff, testing
+
+FEATURE_MODULES = (guidance_cutoff, testing)
+
+
+class ShapeFirstExtension(ComfyExtension):
+    @override
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return [node for module in FEATURE_MODULES for node in module.NODES]
+
+
+async def comfy_entrypoint() -> ShapeFirstExtension:
+    return ShapeFirstExtension()

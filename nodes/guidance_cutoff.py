@@ -1,0 +1,149 @@
+"""Nodes: the text-guidance cutoff as a MODEL patch (any KSampler) and as a GUIDER."""
+import comfy.samplers
+from comfy_api.latest import io, ui
+
+from ..shapefirst_core import cutoff_schedule as cs
+from . import cutoff_patch
+
+CATEGORY = "shapefirst/guidance"
+
+
+def cutoff_inputs():
+    """The inputs both nodes share, in the order the widgets appear."""
+    return [
+        io.Combo.Input("cutoff_mode", options=list(cs.MODES), default=cs.MODE_STEPS, tooltip=(
+            "How the moment the text is dropped is given. 'guided steps': after this many sampling "
+            "steps. 'fraction of steps': after this share of the steps. 'sigma': once the noise level "
+            "falls to this sigma. 'adaptive': when the measured text guidance becomes small. "
+            "The paper's a (final steps without text) is total steps minus guided steps.")),
+        io.Int.Input("guided_steps", default=10, min=0, max=10000, tooltip=(
+            "Mode 'guided steps': how many steps use the text (full CFG); the rest evaluate one branch. "
+            "Counted within the steps this sampler run takes (after denoise or start_at_step). "
+            "At or past the last step nothing changes.")),
+        io.Float.Input("guided_fraction", default=0.5, min=0.0, max=1.0, step=0.01, tooltip=(
+            "Mode 'fraction of steps': share of the run's steps that use the text, rounded to a whole "
+            "step (0.5 of 25 steps = 13). 0 drops the text from the start, 1 keeps it throughout.")),
+        io.Float.Input("cutoff_sigma", default=1.0, min=0.0, max=1000.0, step=0.01, round=0.0001, tooltip=(
+            "Mode 'sigma': every model evaluation at a noise level (sigma) above this uses the text, "
+            "every one at or below it does not. SD1.x/SDXL schedules run from about 14.6 down to 0.03.")),
+        io.Combo.Input("keep", options=list(cs.KEEP_CHOICES), default=cs.KEEP_UNCOND, tooltip=(
+            "Which branch still runs after the cutoff. 'uncond' (the paper): only the unconditional "
+            "prediction, guidance weight 0. 'cond': only the conditional one, as Adaptive Guidance and "
+            "NGMS do, for comparison.")),
+        io.Float.Input("adaptive_threshold", default=0.15, min=0.0, max=10.0, step=0.005, tooltip=(
+            "Mode 'adaptive': drop the text once ||eps_cond - eps_uncond|| / ||eps_uncond|| is below this "
+            "for every image of the batch. 0.15 is roughly a cosine similarity of 0.99 between the two.")),
+        io.Int.Input("adaptive_min_steps", default=3, min=0, max=10000, tooltip=(
+            "Mode 'adaptive': always keep the text for at least this many steps.")),
+        io.Int.Input("adaptive_max_steps", default=1000, min=0, max=10000, tooltip=(
+            "Mode 'adaptive': drop the text after this many steps even if the guidance is still large.")),
+    ]
+
+
+def settings_from(cutoff_mode, guided_steps, guided_fraction, cutoff_sigma, keep,
+                  adaptive_threshold, adaptive_min_steps, adaptive_max_steps):
+    return cs.CutoffSettings(
+        mode=cutoff_mode, guided_steps=guided_steps, guided_fraction=guided_fraction,
+        cutoff_sigma=cutoff_sigma, keep=keep, adaptive_threshold=adaptive_threshold,
+        adaptive_min_steps=adaptive_min_steps, adaptive_max_steps=adaptive_max_steps)
+
+
+def validate_cutoff_inputs(**kwargs):
+    """True, or the message naming the bad input; the graph is left as it is."""
+    try:
+        settings_from(**{k: kwargs[k] for k in _CUTOFF_INPUT_NAMES if k in kwargs})
+    except (TypeError, ValueError) as error:
+        return str(error)
+    return True
+
+
+_CUTOFF_INPUT_NAMES = ("cutoff_mode", "guided_steps", "guided_fraction", "cutoff_sigma", "keep",
+                       "adaptive_threshold", "adaptive_min_steps", "adaptive_max_steps")
+
+
+def progress_reporter(node_id):
+    """Sends the end-of-run summary to the node as progress text, when a server runs."""
+    def report(message, run):
+        try:
+            from server import PromptServer
+        except ImportError:
+            return
+        server = getattr(PromptServer, "instance", None)
+        if server is not None and node_id is not None:
+            server.send_progress_text(message, node_id)
+    return report
+
+
+class ShapeFirstGuidanceCutoff(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ShapeFirstGuidanceCutoff",
+            display_name="Guidance Cutoff (ShapeFirst)",
+            category=CATEGORY,
+            description=(
+                "Text-to-image diffusion builds the shape first; after that the prompt barely matters "
+                "(Yi et al., NeurIPS 2024). This patch keeps full classifier-free guidance for the first "
+                "steps, then evaluates only one branch of the UNet (by default the unconditional one, "
+                "as in the paper), saving up to half the UNet work of each late step. Works with "
+                "KSampler, KSamplerAdvanced, SamplerCustom and SamplerCustomAdvanced. After each run "
+                "the node shows where the text was dropped and what was saved."),
+            inputs=[io.Model.Input("model", tooltip="The model to patch; the input itself is not modified.")]
+            + cutoff_inputs(),
+            outputs=[io.Model.Output(tooltip="The same model with the guidance cutoff; connect it to a sampler.")],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def validate_inputs(cls, **kwargs):
+        return validate_cutoff_inputs(**kwargs)
+
+    @classmethod
+    def execute(cls, model, **kwargs) -> io.NodeOutput:
+        settings = settings_from(**kwargs)
+        patched, _ = cutoff_patch.apply_cutoff(model, settings, progress_reporter(cls.hidden.unique_id))
+        return io.NodeOutput(patched, ui=ui.PreviewText(cutoff_patch.describe_plan(settings)))
+
+
+class ShapeFirstCutoffGuider(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ShapeFirstCutoffGuider",
+            display_name="Cutoff Guider (ShapeFirst)",
+            category=CATEGORY,
+            description=(
+                "Classifier-free guidance with the text dropped after the shape stage, as a GUIDER for "
+                "SamplerCustomAdvanced: full CFG for the first steps, then only one branch. Shows the "
+                "plan here and, after sampling, where the text was dropped and the UNet work saved."),
+            inputs=[
+                io.Model.Input("model", tooltip="The model to sample with; it is not modified."),
+                io.Conditioning.Input("positive", tooltip="The prompt's conditioning (used until the cutoff)."),
+                io.Conditioning.Input("negative", tooltip="The negative or empty prompt: the unconditional branch."),
+                io.Float.Input("cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=(
+                    "Guidance scale until the cutoff (the paper uses 7.5). At 1 there is no second branch "
+                    "to drop and the cutoff does nothing.")),
+            ] + cutoff_inputs(),
+            outputs=[io.Guider.Output(tooltip="Connect to SamplerCustomAdvanced.")],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def validate_inputs(cls, **kwargs):
+        return validate_cutoff_inputs(**kwargs)
+
+    @classmethod
+    def execute(cls, model, positive, negative, cfg, **kwargs) -> io.NodeOutput:
+        settings = settings_from(**kwargs)
+        patched, _ = cutoff_patch.apply_cutoff(model, settings, progress_reporter(cls.hidden.unique_id))
+        guider = comfy.samplers.CFGGuider(patched)
+        guider.set_conds(positive, negative)
+        guider.set_cfg(cfg)
+        plan = cutoff_patch.describe_plan(settings)
+        if cutoff_patch.is_cfg_one(cfg):
+            plan = ("cfg is 1: ComfyUI evaluates only the conditional branch, so there is no second "
+                    "branch to drop; the cutoff does nothing.")
+        return io.NodeOutput(guider, ui=ui.PreviewText(plan))
+
+
+NODES = [ShapeFirstGuidanceCutoff, ShapeFirstCutoffGuider]

@@ -1,0 +1,126 @@
+"""Test setup: find the ComfyUI host, load the pack through the host's own loader.
+
+Tests marked ``host`` need ComfyUI; without it they are skipped with one line that says
+how to enable them. Pure-logic modules (``shapefirst_core``) are loaded by file path, so
+those tests run anywhere, and the repository root is never put on ``sys.path`` (our
+``nodes`` package would shadow the host's ``nodes`` module).
+"""
+import asyncio
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACK_NAME = "ShapeFirst"
+ENABLE_HINT = ("set COMFYUI_PATH=/path/to/ComfyUI (or install this pack under ComfyUI/custom_nodes/, "
+               "or make `comfy` importable) to run them")
+
+
+def _load_core():
+    """Import ``shapefirst_core`` (no host needed) as a top-level package, by path."""
+    if "shapefirst_core" in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(
+        "shapefirst_core", REPO / "shapefirst_core" / "__init__.py",
+        submodule_search_locations=[str(REPO / "shapefirst_core")])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["shapefirst_core"] = module
+    spec.loader.exec_module(module)
+
+
+_load_core()
+
+
+def find_host():
+    """The ComfyUI folder: $COMFYUI_PATH, the ComfyUI this pack sits in, or an importable ``comfy``."""
+    env = os.environ.get("COMFYUI_PATH")
+    if env:
+        path = Path(env).expanduser().resolve()
+        return path if (path / "comfy").is_dir() else None
+    if REPO.parent.name == "custom_nodes" and (REPO.parent.parent / "comfy").is_dir():
+        return REPO.parent.parent
+    try:
+        spec = importlib.util.find_spec("comfy")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0]).resolve().parent
+    return None
+
+
+HOST = find_host()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "host: needs the real ComfyUI host")
+    config.addinivalue_line("markers", "slow: long opt-in run (pytest -m slow)")
+
+
+def pytest_report_header(config):
+    if HOST is None:
+        return f"ComfyUI host: NOT FOUND, host tests skipped: {ENABLE_HINT}"
+    return f"ComfyUI host: {HOST}"
+
+
+def pytest_collection_modifyitems(config, items):
+    if HOST is not None:
+        return
+    skip = pytest.mark.skip(reason=f"ComfyUI host not found: {ENABLE_HINT}")
+    for item in items:
+        if "host" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if HOST is None:
+        terminalreporter.write_line(f"host tests skipped: ComfyUI not found; {ENABLE_HINT}")
+
+
+@pytest.fixture(scope="session")
+def host():
+    """Import the host on CPU (once) and return its folder."""
+    if HOST is None:
+        pytest.skip(f"ComfyUI host not found: {ENABLE_HINT}")
+    if str(HOST) in sys.path:
+        sys.path.remove(str(HOST))
+    sys.path.insert(0, str(HOST))  # the host's top-level modules (nodes, utils, server) must win
+    import comfy.cli_args
+    comfy.cli_args.args.cpu = True  # tests are deterministic CPU runs, whatever GPU is present
+    import comfy.model_management  # noqa: F401  (reads the flag at import)
+    # As in main.py: the host's `utils` package is imported before `nodes`, which puts
+    # comfy/ on sys.path and would otherwise shadow it with comfy/utils.py.
+    import utils.install_util  # noqa: F401
+    import server  # noqa: F401
+    return HOST
+
+
+@pytest.fixture(scope="session")
+def pack(host, tmp_path_factory):
+    """The pack, loaded by the host's own loader (``nodes.load_custom_node``), with the
+    host's built-in extra nodes, as ComfyUI does at start-up."""
+    import nodes
+    custom_nodes = tmp_path_factory.mktemp("custom_nodes")
+    link = custom_nodes / PACK_NAME
+    link.symlink_to(REPO, target_is_directory=True)
+    asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False))
+    assert asyncio.run(nodes.load_custom_node(str(link))), "the host failed to load the pack"
+    return PackHandle(sys.modules[str(link).replace(".", "_x_")])
+
+
+class PackHandle:
+    """Access to the loaded pack's submodules by their dotted path inside the pack."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def __getitem__(self, dotted):
+        return importlib.import_module(f"{self.module.__name__}.{dotted}")
+
+
+@pytest.fixture(scope="session")
+def tiny(pack):
+    """The tiny random-weight model builders (host classes)."""
+    return pack["nodes.tiny_models"]

@@ -7,7 +7,6 @@ those tests run anywhere, and the repository root is never put on ``sys.path`` (
 """
 import asyncio
 import importlib.util
-import os
 import sys
 from pathlib import Path
 
@@ -15,8 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACK_NAME = "ShapeFirst"
-ENABLE_HINT = ("set COMFYUI_PATH=/path/to/ComfyUI (or install this pack under ComfyUI/custom_nodes/, "
-               "or make `comfy` importable) to run them")
+
 
 
 def _load_core():
@@ -34,41 +32,21 @@ def _load_core():
 _load_core()
 
 
-def find_host():
-    """The ComfyUI folder: $COMFYUI_PATH, the ComfyUI this pack sits in, or an importable ``comfy``."""
-    env = os.environ.get("COMFYUI_PATH")
-    if env:
-        path = Path(env).expanduser().resolve()
-        return path if (path / "comfy").is_dir() else None
-    if REPO.parent.name == "custom_nodes" and (REPO.parent.parent / "comfy").is_dir():
-        return REPO.parent.parent
-    try:
-        spec = importlib.util.find_spec("comfy")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is not None and spec.submodule_search_locations:
-        return Path(list(spec.submodule_search_locations)[0]).resolve().parent
-    return None
+from shapefirst_core.headless import HOST_HINT, find_comfyui  # noqa: E402
 
-
-HOST = find_host()
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "host: needs the real ComfyUI host")
-    config.addinivalue_line("markers", "slow: long opt-in run (pytest -m slow)")
+HOST = find_comfyui(REPO)
 
 
 def pytest_report_header(config):
     if HOST is None:
-        return f"ComfyUI host: NOT FOUND, host tests skipped: {ENABLE_HINT}"
+        return f"ComfyUI host: NOT FOUND, host tests skipped: {HOST_HINT} to run them"
     return f"ComfyUI host: {HOST}"
 
 
 def pytest_collection_modifyitems(config, items):
     if HOST is not None:
         return
-    skip = pytest.mark.skip(reason=f"ComfyUI host not found: {ENABLE_HINT}")
+    skip = pytest.mark.skip(reason=f"ComfyUI host not found: {HOST_HINT} to run them")
     for item in items:
         if "host" in item.keywords:
             item.add_marker(skip)
@@ -76,14 +54,14 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_terminal_summary(terminalreporter):
     if HOST is None:
-        terminalreporter.write_line(f"host tests skipped: ComfyUI not found; {ENABLE_HINT}")
+        terminalreporter.write_line(f"host tests skipped: ComfyUI not found; {HOST_HINT} to run them")
 
 
 @pytest.fixture(scope="session")
 def host():
     """Import the host on CPU (once) and return its folder."""
     if HOST is None:
-        pytest.skip(f"ComfyUI host not found: {ENABLE_HINT}")
+        pytest.skip(f"ComfyUI host not found: {HOST_HINT} to run them")
     if str(HOST) in sys.path:
         sys.path.remove(str(HOST))
     sys.path.insert(0, str(HOST))  # the host's top-level modules (nodes, utils, server) must win

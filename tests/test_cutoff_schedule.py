@@ -1,0 +1,98 @@
+"""Schedule math of the guidance cutoff (no host needed)."""
+import math
+
+import pytest
+
+from shapefirst_core import cutoff_schedule as cs
+
+# A 10-step schedule, strictly decreasing, ending in 0 like the host's.
+SCHEDULE = [14.6, 9.0, 6.0, 4.0, 2.5, 1.5, 0.9, 0.5, 0.25, 0.1, 0.0]
+
+
+def settings(**kw):
+    return cs.CutoffSettings(**kw)
+
+
+def test_guided_steps_mode_cuts_at_that_step_sigma():
+    s = settings(mode=cs.MODE_STEPS, guided_steps=4)
+    assert cs.fixed_guided_steps(s, SCHEDULE) == 4
+    assert cs.cutoff_sigma_for(s, SCHEDULE) == SCHEDULE[4]
+    assert cs.paper_a(10, 4) == 6
+
+
+@pytest.mark.parametrize("steps", [10, 11, 500])
+def test_cutoff_at_or_past_last_step_is_none(steps):
+    assert cs.cutoff_sigma_for(settings(guided_steps=steps), SCHEDULE) is None
+
+
+def test_zero_guided_steps_drops_from_the_first_evaluation():
+    assert cs.cutoff_sigma_for(settings(guided_steps=0), SCHEDULE) == SCHEDULE[0]
+
+
+@pytest.mark.parametrize("fraction,total,expected", [(0.5, 20, 10), (0.5, 25, 13), (0.3, 10, 3), (0.0, 7, 0), (1.0, 7, 7), (0.74, 10, 7)])
+def test_fraction_rounds_half_up(fraction, total, expected):
+    assert cs.guided_steps_from_fraction(total, fraction) == expected
+
+
+def test_fraction_mode_uses_the_run_length():
+    s = settings(mode=cs.MODE_FRACTION, guided_fraction=0.3)
+    assert cs.cutoff_sigma_for(s, SCHEDULE) == SCHEDULE[3]
+    assert cs.cutoff_sigma_for(settings(mode=cs.MODE_FRACTION, guided_fraction=1.0), SCHEDULE) is None
+
+
+def test_sigma_mode_counts_steps_that_start_above_it():
+    s = settings(mode=cs.MODE_SIGMA, cutoff_sigma=2.0)
+    assert cs.guided_steps_below(SCHEDULE, 2.0) == 5
+    assert cs.cutoff_sigma_for(s, SCHEDULE) == 2.0
+    # exactly on a schedule sigma: that step already runs without text
+    assert cs.guided_steps_below(SCHEDULE, 4.0) == 3
+    # below the last step's sigma: nothing to drop
+    assert cs.cutoff_sigma_for(settings(mode=cs.MODE_SIGMA, cutoff_sigma=0.05), SCHEDULE) is None
+    # above the first sigma: text dropped everywhere
+    assert cs.guided_steps_below(SCHEDULE, 20.0) == 0
+
+
+def test_adaptive_bounds():
+    s = settings(mode=cs.MODE_ADAPTIVE, adaptive_min_steps=2, adaptive_max_steps=7)
+    assert cs.adaptive_floor_sigma(s, SCHEDULE) == SCHEDULE[2]
+    assert cs.cutoff_sigma_for(s, SCHEDULE) == SCHEDULE[7]
+    assert cs.cutoff_sigma_for(settings(mode=cs.MODE_ADAPTIVE, adaptive_max_steps=99), SCHEDULE) is None
+
+
+def test_sigma_floor_index_bounds_the_evaluation():
+    # before any callback: only the first step's sigma is known to be the floor
+    assert cs.sigma_floor_index(0, -1) == 0
+    # single-evaluation sampler after reporting step 3: the next evaluation is step 4
+    assert cs.sigma_floor_index(4, 3) == 4
+    # two-evaluation sampler: 8 evaluations, step 3 reported: its corrector is at >= sigma[4]
+    assert cs.sigma_floor_index(8, 3) == 4
+    # no callback seen: counting evaluations alone still bounds it
+    assert cs.sigma_floor_index(2, 100) == 3
+
+
+def test_saved_share():
+    assert cs.saved_share(10, 10) == 0.25
+    assert cs.saved_share(0, 0) == 0.0
+    assert cs.saved_share(0, 5) == 0.5
+
+
+@pytest.mark.parametrize("kw,needle", [
+    ({"guided_steps": -1}, "guided_steps"),
+    ({"guided_steps": 2.5}, "guided_steps"),
+    ({"guided_fraction": 1.5}, "guided_fraction"),
+    ({"guided_fraction": math.nan}, "guided_fraction"),
+    ({"cutoff_sigma": math.inf}, "cutoff_sigma"),
+    ({"cutoff_sigma": -0.1}, "cutoff_sigma"),
+    ({"mode": "later"}, "cutoff_mode"),
+    ({"keep": "both"}, "keep"),
+    ({"adaptive_threshold": math.nan}, "adaptive_threshold"),
+    ({"adaptive_min_steps": 9, "adaptive_max_steps": 3}, "adaptive_min_steps"),
+])
+def test_bad_settings_name_the_input(kw, needle):
+    with pytest.raises(ValueError, match=needle):
+        cs.CutoffSettings(**kw)
+
+
+def test_kept_branch_index_matches_host_order():
+    assert settings(keep="cond").kept_branch == 0
+    assert settings(keep="uncond").kept_branch == 1

@@ -71,16 +71,16 @@ class CutoffRun:
         self.single_evaluations = 0
         self.sigma_reads = 0
         self.no_uncond_evaluations = 0
-        self.guidance_trace = []  # adaptive: (sigma, max relative guidance) per guided evaluation
+        self.guidance_trace = []  # adaptive: (sigma, [relative guidance per image]) per measured evaluation
 
     @property
     def evaluations(self):
         return self.full_evaluations + self.single_evaluations
 
     def _read(self, *tensors):
-        """One device->host copy for all values needed now (a synchronisation on a GPU)."""
+        """One device->host copy of all values needed now (a synchronisation on a GPU)."""
         self.sigma_reads += 1
-        return torch.stack([t.detach().float().max() for t in tensors]).cpu().tolist()
+        return torch.cat([t.detach().float().reshape(-1) for t in tensors]).cpu().tolist()
 
     def _latch(self, sigma):
         self.dropped = True
@@ -100,7 +100,7 @@ class CutoffRun:
             return True
         if self.cut_sigma is None or (floor_sigma is not None and floor_sigma > self.cut_sigma):
             return False
-        (value,) = self._read(sigma)
+        (value,) = self._read(sigma.max())
         if value <= self.cut_sigma:
             self._latch(value)
             return True
@@ -111,9 +111,11 @@ class CutoffRun:
         from the next evaluation on once every image of the batch is under the threshold."""
         if floor_sigma is not None and floor_sigma > self.adaptive_floor:
             return  # still inside the minimum steps: nothing to decide, nothing to read
-        value_sigma, value_guidance = self._read(sigma, relative_guidance(cond_pred, uncond_pred, x))
-        self.guidance_trace.append((value_sigma, value_guidance))
-        if value_sigma <= self.adaptive_floor and value_guidance < self.settings.adaptive_threshold:
+        values = self._read(sigma.max(), relative_guidance(cond_pred, uncond_pred, x))
+        value_sigma, per_image = values[0], values[1:]
+        self.guidance_trace.append((value_sigma, per_image))
+        # per batch: the text goes only when no image still needs it
+        if value_sigma <= self.adaptive_floor and max(per_image) < self.settings.adaptive_threshold:
             self.dropped = True
             self.last_guided_sigma = value_sigma
 

@@ -70,8 +70,14 @@ def progress_reporter(node_id):
             return
         server = getattr(PromptServer, "instance", None)
         if server is not None and node_id is not None:
-            server.send_progress_text(message, node_id)
+            # to the client that queued the prompt, like the host's own progress messages
+            server.send_progress_text(message, node_id, getattr(server, "client_id", None))
     return report
+
+
+def _node_id(cls):
+    """The executing node's id (None when the class is called outside the executor)."""
+    return cls.hidden.unique_id if cls.hidden is not None else None
 
 
 class ShapeFirstGuidanceCutoff(io.ComfyNode):
@@ -101,7 +107,7 @@ class ShapeFirstGuidanceCutoff(io.ComfyNode):
     @classmethod
     def execute(cls, model, **kwargs) -> io.NodeOutput:
         settings = settings_from(**kwargs)
-        patched, _ = cutoff_patch.apply_cutoff(model, settings, progress_reporter(cls.hidden.unique_id))
+        patched, _ = cutoff_patch.apply_cutoff(model, settings, progress_reporter(_node_id(cls)))
         return io.NodeOutput(patched, ui=ui.PreviewText(cutoff_patch.describe_plan(settings)))
 
 
@@ -135,7 +141,7 @@ class ShapeFirstCutoffGuider(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, cfg, **kwargs) -> io.NodeOutput:
         settings = settings_from(**kwargs)
-        patched, _ = cutoff_patch.apply_cutoff(model, settings, progress_reporter(cls.hidden.unique_id))
+        patched, _ = cutoff_patch.apply_cutoff(model, settings, progress_reporter(_node_id(cls)))
         guider = comfy.samplers.CFGGuider(patched)
         guider.set_conds(positive, negative)
         guider.set_cfg(cfg)

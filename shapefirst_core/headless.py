@@ -81,17 +81,31 @@ class HostServer:
     def log_path(self):
         return Path(self.base_dir) / "comfyui.log"
 
-    def __enter__(self):
-        self.base_dir = tempfile.mkdtemp(prefix="shapefirst-host-")
-        custom_nodes = Path(self.base_dir) / "custom_nodes"
-        custom_nodes.mkdir()
-        (custom_nodes / PACK_FOLDER_NAME).symlink_to(self.pack_dir, target_is_directory=True)
-        self.port = _free_port()
-        command = [self.python, "main.py", "--listen", "127.0.0.1", "--port", str(self.port),
-                   "--base-directory", self.base_dir, "--disable-auto-launch",
-                   "--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK_FOLDER_NAME]
+    def _command(self, *extra):
+        """main.py with an isolated base directory whose only custom node is this pack."""
+        if self.base_dir is None:
+            self.base_dir = tempfile.mkdtemp(prefix="shapefirst-host-")
+            custom_nodes = Path(self.base_dir) / "custom_nodes"
+            custom_nodes.mkdir()
+            (custom_nodes / PACK_FOLDER_NAME).symlink_to(self.pack_dir, target_is_directory=True)
+        command = [self.python, "main.py", "--base-directory", self.base_dir, "--disable-auto-launch",
+                   "--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK_FOLDER_NAME, *extra]
         if self.cpu:
             command.append("--cpu")
+        return command
+
+    def quick_import_check(self, timeout=300):
+        """ComfyUI's own CI smoke test: start, load the pack, exit. Returns (exit code, log)."""
+        try:
+            done = subprocess.run(self._command("--quick-test-for-ci"), cwd=self.comfyui_path, capture_output=True,
+                                  text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        finally:
+            self.__exit__(None, None, None)
+        return done.returncode, done.stdout + done.stderr
+
+    def __enter__(self):
+        self.port = _free_port()
+        command = self._command("--listen", "127.0.0.1", "--port", str(self.port))
         if self.models_from is not None:
             command += ["--extra-model-paths-config", self._write_model_paths()]
         command += self.extra_args
@@ -138,6 +152,7 @@ class HostServer:
                 self.process.wait()
         if self.base_dir and not os.environ.get("SHAPEFIRST_KEEP_HOST_DIR"):
             shutil.rmtree(self.base_dir, ignore_errors=True)
+            self.base_dir = None
         return False
 
     def log_text(self):

@@ -77,3 +77,104 @@ def latent_only(prompt, sampler_id, filename_prefix):
     out[save_id] = {"class_type": "SaveLatent",
                     "inputs": {"samples": [str(sampler_id), 0], "filename_prefix": filename_prefix}}
     return out
+
+
+# --- API format -> the frontend's UI (litegraph) format -----------------------------------
+
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+
+
+def is_widget(spec):
+    """Whether an input definition from /object_info is a widget (value) rather than a socket."""
+    kind = spec[0]
+    return isinstance(kind, list) or kind in WIDGET_TYPES
+
+
+def extra_widget_values(spec):
+    """Values the frontend stores after some widgets (the seed's 'control after generate')."""
+    options = spec[1] if len(spec) > 1 else {}
+    extra = []
+    if options.get("control_after_generate"):
+        extra.append("fixed")
+    if options.get("image_upload"):
+        extra.append("image")
+    return extra
+
+
+def ordered_inputs(definition):
+    """(name, spec) of a node's inputs in the order the frontend lays them out."""
+    order = definition.get("input_order")
+    inputs = {**definition["input"].get("required", {}), **definition["input"].get("optional", {})}
+    names = (order.get("required", []) + order.get("optional", [])) if order else list(inputs)
+    return [(name, inputs[name]) for name in names]
+
+
+def _depths(prompt):
+    depth = {}
+
+    def visit(node_id):
+        if node_id not in depth:
+            depth[node_id] = 0
+            parents = [str(v[0]) for v in prompt[node_id]["inputs"].values() if _is_link(v)]
+            depth[node_id] = 1 + max((visit(p) for p in parents), default=-1)
+        return depth[node_id]
+
+    for node_id in prompt:
+        visit(node_id)
+    return depth
+
+
+def api_to_ui(prompt, object_info, extra_info=None):
+    """A UI-format workflow (what the frontend saves and loads) equivalent to ``prompt``.
+
+    Widget values follow each node's input order from ``object_info``; links keep the
+    API's sources. Nodes are laid out in columns by their distance from the inputs.
+    """
+    depths = _depths(prompt)
+    ids = {node_id: int(node_id) for node_id in prompt}
+    links, ui_nodes, outgoing = [], [], {}
+    rows = {}
+    for order, node_id in enumerate(sorted(prompt, key=lambda k: (depths[k], int(k)))):
+        node = prompt[node_id]
+        definition = object_info[node["class_type"]]
+        inputs, widgets = [], []
+        for name, spec in ordered_inputs(definition):
+            value = node["inputs"].get(name)
+            if _is_link(value):
+                link_id = len(links) + 1
+                source, slot = str(value[0]), value[1]
+                source_type = object_info[prompt[source]["class_type"]]["output"][slot]
+                links.append([link_id, ids[source], slot, ids[node_id], len(inputs), source_type])
+                outgoing.setdefault((source, slot), []).append(link_id)
+                entry = {"name": name, "type": source_type, "link": link_id}
+                if is_widget(spec):
+                    entry["widget"] = {"name": name}
+                    widgets.append(spec[1].get("default") if len(spec) > 1 else None)
+                    widgets += extra_widget_values(spec)
+                inputs.append(entry)
+            elif is_widget(spec):
+                widgets.append(value if name in node["inputs"] else (spec[1].get("default") if len(spec) > 1 else None))
+                widgets += extra_widget_values(spec)
+        column = depths[node_id]
+        row = rows.get(column, 0)
+        rows[column] = row + 1
+        ui_node = {
+            "id": ids[node_id], "type": node["class_type"], "pos": [40 + 360 * column, 40 + 260 * row],
+            "size": [320, 100 + 28 * len(widgets)], "flags": {}, "order": order, "mode": 0,
+            "inputs": inputs, "outputs": [], "properties": {"Node name for S&R": node["class_type"]},
+            "widgets_values": widgets,
+        }
+        title = node.get("_meta", {}).get("title")
+        if title:
+            ui_node["title"] = title
+        ui_nodes.append(ui_node)
+    for ui_node, node_id in zip(ui_nodes, sorted(prompt, key=lambda k: (depths[k], int(k)))):
+        definition = object_info[prompt[node_id]["class_type"]]
+        for slot, (kind, name) in enumerate(zip(definition["output"], definition["output_name"])):
+            ui_node["outputs"].append({"name": name, "type": kind, "links": outgoing.get((node_id, slot), []),
+                                       "slot_index": slot})
+    return {
+        "last_node_id": max(ids.values()), "last_link_id": len(links), "nodes": ui_nodes, "links": links,
+        "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}, **(extra_info or {})},
+        "version": 0.4,
+    }

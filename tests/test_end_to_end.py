@@ -1,0 +1,112 @@
+"""The pack in a running ComfyUI: loaded by the host's own loader at start-up, node
+definitions as the frontend gets them, workflows through the real executor, and the
+README's headless demo command."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import HOST, REPO
+from shapefirst_core import headless, workflow_graph as wg
+
+pytestmark = pytest.mark.host
+
+SHAPEFIRST_PREFIX = "ShapeFirst"
+
+
+@pytest.fixture(scope="module")
+def server(host):
+    with headless.HostServer(HOST, REPO) as running:
+        yield running
+
+
+def test_comfyui_quick_ci_start_imports_the_pack_cleanly(host):
+    code, log = headless.HostServer(HOST, REPO).quick_import_check()
+    assert code == 0, log[-3000:]
+    pack_lines = [line for line in log.splitlines() if line.rstrip().endswith(headless.PACK_FOLDER_NAME)]
+    assert pack_lines and not any("IMPORT FAILED" in line for line in pack_lines), log[-3000:]
+
+
+def test_every_node_is_documented(server):
+    info = server.get("/object_info")
+    ours = {name: d for name, d in info.items() if name.startswith(SHAPEFIRST_PREFIX)}
+    assert {"ShapeFirstGuidanceCutoff", "ShapeFirstCutoffGuider", "ShapeFirstTinyCheckpoint"} <= set(ours)
+    for name, definition in ours.items():
+        assert definition["category"].startswith("shapefirst/"), name
+        assert len(definition["description"]) > 40, name
+        for section in ("required", "optional"):
+            for input_name, spec in definition["input"].get(section, {}).items():
+                assert len(spec) > 1 and spec[1].get("tooltip"), f"{name}.{input_name} has no tooltip"
+        tooltips = definition.get("output_tooltips", [])
+        assert len(tooltips) == len(definition["output"]) and all(tooltips), f"{name} outputs lack tooltips"
+
+
+def _cutoff_prompt(guided_steps):
+    prompt = wg.use_tiny_checkpoint(headless.load_workflow(REPO / "example_workflows" / "sd15_cutoff_vs_full_cfg.api.json"))
+    prompt = wg.set_inputs(prompt, "EmptyLatentImage", width=64, height=64, batch_size=2)
+    prompt = wg.set_inputs(prompt, "KSampler", steps=6)
+    prompt = wg.set_inputs(prompt, "ShapeFirstGuidanceCutoff", cutoff_mode="guided steps", guided_steps=guided_steps)
+    return prompt
+
+
+def test_the_example_runs_through_the_executor_and_reports_the_cutoff(server):
+    entry, _ = server.run(_cutoff_prompt(guided_steps=2))
+    saved = [img for out in entry["outputs"].values() for img in out.get("images", [])]
+    assert len(saved) == 4  # two samplers, batch of two
+    assert "text dropped after step 2 of 6" in server.log_text()
+    # 6 evaluations of two branches each; the 4 after the cutoff ran one
+    assert "4 of 12 UNet branch evaluations saved" in server.log_text()
+
+
+def test_bad_input_is_refused_with_a_message_naming_it(server):
+    prompt = _cutoff_prompt(guided_steps=2)
+    prompt = wg.set_inputs(prompt, "ShapeFirstGuidanceCutoff", adaptive_min_steps=9, adaptive_max_steps=3)
+    # only the branch through the cutoff: with another valid output ComfyUI would run that one
+    sampler = wg.feeds(prompt, wg_node(prompt, "ShapeFirstGuidanceCutoff"), "KSampler")[0]
+    prompt = wg.latent_only(prompt, sampler, "refused")
+    with pytest.raises(headless.WorkflowError, match="adaptive_min_steps"):
+        server.run(prompt)
+
+
+def wg_node(prompt, class_type):
+    (node_id,) = headless.nodes_of_type(prompt, class_type)
+    return node_id
+
+
+def test_guider_with_sampler_custom_advanced(server):
+    prompt = {
+        "1": {"class_type": "ShapeFirstTinyCheckpoint", "inputs": {"architecture": "sdxl", "seed": 0}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["1", 1]}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
+        "4": {"class_type": "ShapeFirstCutoffGuider", "inputs": {
+            "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "cfg": 7.5,
+            "cutoff_mode": "sigma", "guided_steps": 10, "guided_fraction": 0.5, "cutoff_sigma": 2.0, "keep": "cond",
+            "adaptive_threshold": 0.15, "adaptive_min_steps": 3, "adaptive_max_steps": 1000}},
+        "5": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "heun"}},
+        "6": {"class_type": "BasicScheduler", "inputs": {"model": ["1", 0], "scheduler": "karras", "steps": 5, "denoise": 1.0}},
+        "7": {"class_type": "RandomNoise", "inputs": {"noise_seed": 1}},
+        "8": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "9": {"class_type": "SamplerCustomAdvanced", "inputs": {
+            "noise": ["7", 0], "guider": ["4", 0], "sampler": ["5", 0], "sigmas": ["6", 0], "latent_image": ["8", 0]}},
+        "10": {"class_type": "SaveLatent", "inputs": {"samples": ["9", 0], "filename_prefix": "guider"}},
+    }
+    entry, _ = server.run(prompt)
+    assert entry["status"]["status_str"] == "success"
+    assert "keeping cond" in server.log_text()
+    ui_text = json.dumps(entry["outputs"].get("4", {}))
+    assert "text while sigma > 2" in ui_text
+
+
+def test_readme_demo_command_runs(host, tmp_path):
+    """The README's main-job command, shrunk: tiny model, CPU, a few steps."""
+    out_dir = tmp_path / "demo"
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "shapefirst_demo.py"), "--comfyui", str(HOST),
+                           "--size", "64", "--steps", "4", "--repeats", "1", "--output-dir", str(out_dir)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    report = json.loads((out_dir / "report.json").read_text())
+    assert "text dropped after step 2 of 4" in report["cutoff"]
+    assert len(report["all_seconds"]["cutoff"]) == 1 and report["median_seconds"]["full CFG"] > 0
+    assert len(report["images"]) == 2 and all((out_dir / p).exists() or __import__("os").path.exists(p) for p in report["images"])
+    assert "time saved" in done.stdout or "saved" in done.stdout

@@ -303,3 +303,24 @@ def test_nodes_patch_a_clone_and_validate_inputs(pack, model, conds, latent):
     assert nodes_module.ShapeFirstGuidanceCutoff.validate_inputs(**inputs) is True
     one = nodes_module.ShapeFirstCutoffGuider.execute(model, conds[0], conds[1], 1.0, **inputs)
     assert "no second branch" in one.ui.as_dict()["text"][0]
+
+
+def test_sdxl_shaped_model_with_added_conditioning(cutoff, schedule_math, tiny):
+    """SDXL's UNet takes a pooled-text + size vector (adm); each branch keeps its own."""
+    import nodes
+    model = tiny.tiny_model("sdxl", seed=2)
+    clip = tiny.tiny_clip("sdxl", seed=2)
+    encode = nodes.CLIPTextEncode()
+    conds = encode.encode(clip, "a lighthouse at dusk")[0], encode.encode(clip, "blurry")[0]
+    latent = torch.zeros(1, 4, 8, 8)
+    recorded, calls = record_unet(model)
+    stock, _ = sample(recorded, conds, latent, "dpmpp_2m")
+    assert all(batch == 2 for batch, _, _ in calls)
+    calls.clear()
+    patched, patch = apply(cutoff, schedule_math, recorded, guided_steps=5)
+    out, _ = sample(patched, conds, latent, "dpmpp_2m")
+    assert [batch for batch, _, _ in calls] == [2] * 5 + [1] * 3
+    assert all(branches == (1,) for _, branches, _ in calls[5:])
+    assert not torch.equal(out, stock)
+    noop, _ = apply(cutoff, schedule_math, recorded, guided_steps=STEPS)
+    assert torch.equal(sample(noop, conds, latent, "dpmpp_2m")[0], stock)

@@ -15,6 +15,9 @@ import comfy.sd1_clip
 import comfy.sdxl_clip
 import comfy.supported_models
 import comfy.supported_models_base
+import comfy.text_encoders.flux
+import comfy.text_encoders.sd2_clip
+import comfy.text_encoders.sd3_clip
 
 ARCHITECTURES = ("sd15", "sdxl")
 
@@ -125,3 +128,48 @@ def tiny_vae(seed=0):
     _randomize(autoencoder, seed)
     # Through the host's VAE class, so encode/decode, tiling and devices are the real ones.
     return comfy.sd.VAE(sd=autoencoder.state_dict(), config=_VAE_CONFIG, dtype=torch.float32)
+
+
+# Text encoders of every family the [EOS] tools read, for tests. Each encoder has its own
+# width, so a mix-up of their rows or columns shows as a wrong shape or value.
+TEXT_ENCODER_FAMILIES = ("sd1", "sd2", "sdxl", "sd3", "flux", "sdxl_refiner")
+_TEXT_ENCODER_CONFIGS = {
+    "clip_l": dict(_CLIP_CONFIG),
+    "clip_h": dict(_CLIP_CONFIG, hidden_size=40, projection_dim=40),
+    "clip_g": dict(_CLIP_CONFIG, hidden_size=48, projection_dim=48),
+    "t5xxl": {"d_model": 24, "d_kv": 8, "num_heads": 2, "d_ff": 32, "num_layers": 2},
+}
+# SD3 stacks T5's rows under CLIP's rows zero-padded to 4096 columns, so its T5 must be that
+# wide; one layer with a narrow feed-forward keeps it cheap apart from the embedding table.
+_SD3_T5_CONFIG = {"d_model": 4096, "d_kv": 8, "num_heads": 2, "d_ff": 16, "num_layers": 1}
+
+
+def _text_encoder_target(family):
+    target = comfy.supported_models_base.ClipTarget
+    return {
+        "sd1": (target(comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel), ("clip_l",)),
+        "sd2": (target(comfy.text_encoders.sd2_clip.SD2Tokenizer, comfy.text_encoders.sd2_clip.SD2ClipModel),
+                ("clip_h",)),
+        "sdxl": (target(comfy.sdxl_clip.SDXLTokenizer, comfy.sdxl_clip.SDXLClipModel), ("clip_l", "clip_g")),
+        "sd3": (target(comfy.text_encoders.sd3_clip.SD3Tokenizer, comfy.text_encoders.sd3_clip.sd3_clip()),
+                ("clip_l", "clip_g", "t5xxl")),
+        "flux": (target(comfy.text_encoders.flux.FluxTokenizer, comfy.text_encoders.flux.flux_clip()),
+                 ("clip_l", "t5xxl")),
+        "sdxl_refiner": (target(comfy.sdxl_clip.SDXLTokenizer, comfy.sdxl_clip.SDXLRefinerClipModel), ("clip_g",)),
+    }[family]
+
+
+def tiny_text_encoder(family="sd1", seed=0, embedding_directory=None):
+    """A CLIP object of the family's own tokenizer and text-encoder classes, tiny and random:
+    CLIP-L 32 wide, CLIP-H 40, CLIP-G 48, T5-XXL 24 (4096 for SD3). ``embedding_directory``
+    makes ``embedding:name`` prompts load textual-inversion files from there."""
+    if family not in TEXT_ENCODER_FAMILIES:
+        raise ValueError(f"family must be one of {TEXT_ENCODER_FAMILIES}, got {family!r}")
+    target, encoders = _text_encoder_target(family)
+    options = {f"{name}_model_config": dict(_TEXT_ENCODER_CONFIGS[name]) for name in encoders}
+    if family == "sd3":
+        options["t5xxl_model_config"] = dict(_SD3_T5_CONFIG)
+    options["dtype"] = torch.float32
+    clip = comfy.sd.CLIP(target=target, embedding_directory=embedding_directory, model_options=options)
+    _randomize(clip.cond_stage_model, seed)
+    return clip

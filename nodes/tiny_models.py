@@ -5,8 +5,13 @@ at a few channels wide, so a whole graph samples on a CPU in seconds. Weights ar
 random values: images are noise, but every code path of the host is the real one. Used by
 the tests, the headless demo and the ``ShapeFirstTinyCheckpoint`` node.
 """
+import json
+import os
+import tempfile
+
 import torch
 
+import comfy.clip_vision
 import comfy.ldm.models.autoencoder
 import comfy.model_management
 import comfy.model_patcher
@@ -173,3 +178,23 @@ def tiny_text_encoder(family="sd1", seed=0, embedding_directory=None):
     clip = comfy.sd.CLIP(target=target, embedding_directory=embedding_directory, model_options=options)
     _randomize(clip.cond_stage_model, seed)
     return clip
+
+
+_CLIP_VISION_CONFIG = {
+    "hidden_act": "quick_gelu", "hidden_size": 32, "image_size": 64, "intermediate_size": 64,
+    "layer_norm_eps": 1e-05, "model_type": "clip_vision_model", "num_attention_heads": 2,
+    "num_channels": 3, "num_hidden_layers": 2, "patch_size": 16, "projection_dim": 16,
+}
+
+
+def tiny_clip_vision(seed=0):
+    """A CLIP vision model (ViT, 64 px input) a few channels wide, for image embeddings."""
+    # the host's class reads its architecture from a JSON file
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(_CLIP_VISION_CONFIG, f)
+    try:
+        model = comfy.clip_vision.ClipVisionModel(f.name)
+    finally:
+        os.unlink(f.name)
+    _randomize(model.model, seed)
+    return model

@@ -1,0 +1,54 @@
+"""The paper's table: parsing and layout (no host) and the node in the host."""
+import json
+import math
+
+import pytest
+import torch
+
+from shapefirst_core import paper_table as pt
+
+
+def test_parsing():
+    assert pt.parse_prompts("a cat\n\n# comment\n a dog ") == ["a cat", "a dog"]
+    assert pt.parse_fractions("0.3, 0.5;0.7") == [0.3, 0.5, 0.7]
+    with pytest.raises(ValueError, match="prompts"):
+        pt.parse_prompts("\n# nothing\n")
+    for bad in ("", "half", "0.5, 1.5"):
+        with pytest.raises(ValueError, match="text_free_fractions"):
+            pt.parse_fractions(bad)
+    assert [pt.text_free_steps(20, f) for f in (0.3, 0.5, 0.7, 1.0)] == [6, 10, 14, 20]
+
+
+def test_summary_uses_the_first_row_as_time_base():
+    full, cut = pt.Row("full CFG", 0, [2.0, 2.2, 1.8], [0.0]), pt.Row("cutoff a=10", 10, [1.5, 1.6, 1.4], [0.25])
+    full.add_metrics({"L1": [0.0]})
+    cut.add_metrics({"L1": [0.1, 0.3]})
+    rows = pt.summarize([full, cut], 20)
+    assert rows[1]["median_seconds"] == 1.5 and rows[1]["time_saved_percent"] == pytest.approx(25.0)
+    assert rows[1]["unet_work_saved_percent"] == pytest.approx(25.0) and rows[1]["L1"] == pytest.approx(0.2)
+    assert rows[1]["guided_steps"] == 10
+    table = pt.markdown(rows, ["L1", "CLIP"])
+    assert "| cutoff a=10 | 10 | 1.500 | 25.0% | 25.0% | 0.2000 | — |" in table
+
+
+@pytest.mark.host
+def test_node_reproduces_the_table_on_a_tiny_model(pack, tiny):
+    node = pack["nodes.evaluation"].ShapeFirstPaperTable
+    model, clip, vae = tiny.tiny_model("sd15", 4), tiny.tiny_clip("sd15", 4), tiny.tiny_vae(4)
+    assert node.validate_inputs("a cat", "0, 0.5") is True
+    assert "text_free_fractions" in node.validate_inputs("a cat", "0.5, 2")
+    with torch.inference_mode():  # as ComfyUI's executor runs nodes
+        out = node.execute(model, clip, vae, "a red cube\na blue sphere", "", 7, 4, 7.5, "euler", "normal", 64, 64,
+                           "0, 0.5, 1", "uncond", 1, None)
+    images, table, report = out.result
+    assert images.shape == (2 * 4, 64, 64, 3)  # 2 prompts x (full + 3 variants)
+    rows = json.loads(report)["rows"]
+    assert [r["a"] for r in rows] == [0, 0, 2, 4]
+    # a = 0 is the stock sampler: identical images, no work saved
+    assert rows[1]["L1"] == 0.0 and rows[1]["unet_work_saved_percent"] == 0.0 and rows[1]["PSNR"] is None
+    assert torch.equal(images[0], images[1]) and torch.equal(images[4], images[5])
+    # a = 2 of 4: two single-branch evaluations of eight branch evaluations
+    assert rows[2]["unet_work_saved_percent"] == pytest.approx(25.0) and rows[2]["L1"] > 0
+    assert rows[3]["unet_work_saved_percent"] == pytest.approx(50.0)
+    assert math.isfinite(rows[3]["PSNR"]) and "| cutoff a=2 | 2 |" in table
+    assert out.ui["text"][0].endswith(table)

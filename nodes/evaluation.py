@@ -39,6 +39,7 @@ class ShapeFirstPaperTable(io.ComfyNode):
             node_id="ShapeFirstPaperTable",
             display_name="Paper Table: Cutoff vs Full CFG (ShapeFirst)",
             category="shapefirst/evaluation",
+            is_output_node=True,  # its table is the result, shown on the node
             description=(
                 "Reproduces the paper's acceleration table on your checkpoint: for every prompt (one per line) "
                 "it samples full CFG and the guidance cutoff with a = each given fraction of the steps run "

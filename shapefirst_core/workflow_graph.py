@@ -34,13 +34,15 @@ def subgraph(prompt, output_ids):
     return {k: copy.deepcopy(v) for k, v in prompt.items() if k in keep}
 
 
-def use_tiny_checkpoint(prompt, architecture="sd15", seed=0):
-    """Replace checkpoint loaders by the tiny random checkpoint (same MODEL, CLIP, VAE slots)."""
+def use_tiny_checkpoint(prompt, seed=0):
+    """Replace checkpoint loaders by the tiny random checkpoint (same MODEL, CLIP, VAE slots);
+    SDXL checkpoints (an "xl" in the file name) by its SDXL-shaped variant."""
     out = copy.deepcopy(prompt)
     for node in out.values():
         if node["class_type"] in CHECKPOINT_LOADERS:
+            name = str(node["inputs"].get("ckpt_name", "")).lower()
             node["class_type"] = TINY_CHECKPOINT
-            node["inputs"] = {"architecture": architecture, "seed": seed}
+            node["inputs"] = {"architecture": "sdxl" if "xl" in name else "sd15", "seed": seed}
             node.setdefault("_meta", {})["title"] = "Tiny Random Checkpoint (no checkpoint given)"
     return out
 
@@ -90,11 +92,16 @@ def is_widget(spec):
     return isinstance(kind, list) or kind in WIDGET_TYPES
 
 
-def extra_widget_values(spec):
-    """Values the frontend stores after some widgets (the seed's 'control after generate')."""
+SEED_NAMES = ("seed", "noise_seed")
+
+
+def extra_widget_values(name, spec):
+    """Values the frontend stores after some widgets: 'control after generate' follows INT
+    widgets that ask for it, and those named like a seed unless they opt out."""
     options = spec[1] if len(spec) > 1 else {}
     extra = []
-    if options.get("control_after_generate"):
+    control = options.get("control_after_generate")
+    if control or (control is None and spec[0] == "INT" and name in SEED_NAMES):
         extra.append("fixed")
     if options.get("image_upload"):
         extra.append("image")
@@ -150,17 +157,18 @@ def api_to_ui(prompt, object_info, extra_info=None):
                 if is_widget(spec):
                     entry["widget"] = {"name": name}
                     widgets.append(spec[1].get("default") if len(spec) > 1 else None)
-                    widgets += extra_widget_values(spec)
+                    widgets += extra_widget_values(name, spec)
                 inputs.append(entry)
             elif is_widget(spec):
                 widgets.append(value if name in node["inputs"] else (spec[1].get("default") if len(spec) > 1 else None))
-                widgets += extra_widget_values(spec)
+                widgets += extra_widget_values(name, spec)
         column = depths[node_id]
-        row = rows.get(column, 0)
-        rows[column] = row + 1
+        height = 46 + 22 * (len(inputs) + len(widgets))
+        top = rows.get(column, 40)
+        rows[column] = top + height + 60  # stack each column by the real node heights
         ui_node = {
-            "id": ids[node_id], "type": node["class_type"], "pos": [40 + 360 * column, 40 + 260 * row],
-            "size": [320, 100 + 28 * len(widgets)], "flags": {}, "order": order, "mode": 0,
+            "id": ids[node_id], "type": node["class_type"], "pos": [40 + 380 * column, top],
+            "size": [340, height], "flags": {}, "order": order, "mode": 0,
             "inputs": inputs, "outputs": [], "properties": {"Node name for S&R": node["class_type"]},
             "widgets_values": widgets,
         }
@@ -178,3 +186,23 @@ def api_to_ui(prompt, object_info, extra_info=None):
         "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}, **(extra_info or {})},
         "version": 0.4,
     }
+
+
+def shrink_for_test(prompt, size=64, steps=4):
+    """Small and short, with tiny random checkpoints: runs any example in seconds on a CPU.
+
+    SDXL checkpoints (an "xl" in the file name) become the SDXL-shaped tiny model.
+    """
+    out = use_tiny_checkpoint(prompt)
+    for node in out.values():
+        inputs = node["inputs"]
+        if isinstance(inputs.get("steps"), int):
+            inputs["steps"] = min(inputs["steps"], steps)
+        for name in ("width", "height"):
+            if isinstance(inputs.get(name), int):
+                inputs[name] = size
+        if isinstance(inputs.get("repeats"), int):
+            inputs["repeats"] = 1
+        if isinstance(inputs.get("batch_size"), int):
+            inputs["batch_size"] = 1
+    return out

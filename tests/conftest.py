@@ -102,3 +102,11 @@ class PackHandle:
 def tiny(pack):
     """The tiny random-weight model builders (host classes)."""
     return pack["nodes.tiny_models"]
+
+
+@pytest.fixture(scope="session")
+def server(host):
+    """A running ComfyUI (CPU, loopback, this pack as its only custom node) for the whole session."""
+    from shapefirst_core import headless
+    with headless.HostServer(HOST, REPO) as running:
+        yield running

@@ -15,12 +15,6 @@ pytestmark = pytest.mark.host
 SHAPEFIRST_PREFIX = "ShapeFirst"
 
 
-@pytest.fixture(scope="module")
-def server(host):
-    with headless.HostServer(HOST, REPO) as running:
-        yield running
-
-
 def test_comfyui_quick_ci_start_imports_the_pack_cleanly(host):
     code, log = headless.HostServer(HOST, REPO).quick_import_check()
     assert code == 0, log[-3000:]

@@ -34,7 +34,8 @@ def parse_args(argv=None):
                                         "(default: a tiny random-weight model, images are noise)")
     p.add_argument("--comfyui", help="path of your ComfyUI folder")
     p.add_argument("--workflow", default=str(DEFAULT_WORKFLOW),
-                   help="API-format workflow with a full-CFG KSampler and a KSampler fed by ShapeFirstGuidanceCutoff")
+                   help="an example's name (e.g. sdxl_cutoff, paper_table_evaluation) or an API-format workflow file; "
+                        "with a full-CFG KSampler beside one fed by ShapeFirstGuidanceCutoff both are timed and compared")
     p.add_argument("--steps", type=int, help="override the samplers' steps")
     p.add_argument("--size", type=int, help="override the image width and height in pixels "
                                         "(default: the workflow's; 256 for the tiny model, to keep CPU runs short)")
@@ -46,26 +47,35 @@ def parse_args(argv=None):
 
 
 def find_samplers(prompt):
-    """(cutoff sampler id, full-CFG sampler id) of the example."""
+    """(cutoff sampler id, full-CFG sampler id), or None when the workflow has no such pair."""
     cutoff_nodes = headless.nodes_of_type(prompt, "ShapeFirstGuidanceCutoff")
     samplers = [i for i, n in prompt.items() if n["class_type"] in ("KSampler", "KSamplerAdvanced")]
     with_cutoff = [i for i in samplers if str(prompt[i]["inputs"]["model"][0]) in cutoff_nodes]
     without = [i for i in samplers if i not in with_cutoff]
-    if not with_cutoff or not without:
-        raise SystemExit("the workflow needs one KSampler fed by ShapeFirstGuidanceCutoff and one without it")
-    return with_cutoff[0], without[0]
+    return (with_cutoff[0], without[0]) if with_cutoff and without else None
+
+
+def workflow_path(name):
+    path = Path(name)
+    if path.is_file():
+        return path
+    example = REPO / "example_workflows" / f"{name}.api.json"
+    if example.is_file():
+        return example
+    names = sorted(p.name.replace(".api.json", "") for p in (REPO / "example_workflows").glob("*.api.json"))
+    raise SystemExit(f"--workflow {name!r} is neither a file nor an example; examples: {', '.join(names)}")
 
 
 def prepare(args):
-    prompt = headless.load_workflow(args.workflow)
+    prompt = headless.load_workflow(workflow_path(args.workflow))
     prompt = wg.use_checkpoint(prompt, args.checkpoint) if args.checkpoint else wg.use_tiny_checkpoint(prompt)
     if args.steps:
-        prompt = wg.set_inputs(prompt, "KSampler", steps=args.steps)
+        prompt = wg.set_everywhere(prompt, steps=args.steps)
     size = args.size or (None if args.checkpoint else TINY_MODEL_SIZE)
     if size:
-        prompt = wg.set_inputs(prompt, "EmptyLatentImage", width=size, height=size)
+        prompt = wg.set_everywhere(prompt, width=size, height=size)
     if args.batch_size:
-        prompt = wg.set_inputs(prompt, "EmptyLatentImage", batch_size=args.batch_size)
+        prompt = wg.set_everywhere(prompt, batch_size=args.batch_size)
     return prompt
 
 
@@ -75,39 +85,68 @@ def main(argv=None):
     if comfyui is None or not (comfyui / "main.py").is_file():
         raise SystemExit(f"ComfyUI not found: pass --comfyui /path/to/ComfyUI or {headless.HOST_HINT}.")
     prompt = prepare(args)
-    cutoff_id, full_id = find_samplers(prompt)
+    pair = find_samplers(prompt)
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     with headless.HostServer(comfyui, REPO, cpu=not args.gpu, models_from=comfyui) as server:
         print(f"ComfyUI {comfyui} on {server.url} ({'default device' if args.gpu else 'CPU'}); "
               f"model: {args.checkpoint or 'tiny random-weight SD1.5-shaped model'}")
-        entry, _ = server.run(prompt)
+        entry, seconds = server.run(prompt)
         images = copy_images(entry, Path(server.base_dir) / "output", out_dir)
         summaries = SUMMARY_PATTERN.findall(server.log_text())
+        texts = [t for out in entry.get("outputs", {}).values() for t in out.get("text", [])]
+        times = {"whole workflow": [seconds]}
+        if pair is not None:
+            times = time_variants(server, prompt, {"full CFG": pair[1], "cutoff": pair[0]}, args.repeats)
 
-        times = {"full CFG": [], "cutoff": []}
-        variants = {"full CFG": full_id, "cutoff": cutoff_id}
-        for repeat in range(args.repeats + 1):  # repeat 0 warms both variants up
-            order = list(variants) if repeat % 2 == 0 else list(reversed(variants))
-            for name in order:
-                timed = wg.latent_only(prompt, variants[name], f"shapefirst_timing/{repeat}")
-                # a new seed each round, so ComfyUI's cache cannot skip the sampler
-                timed = wg.set_inputs(timed, "KSampler", seed=1000 + repeat)
-                _, seconds = server.run(timed)
-                if repeat > 0:
-                    times[name].append(seconds)
-
-    report = build_report(args, summaries, times, images)
+    metrics = compare_images(images) if pair is not None and len(images) == 2 else None
+    report = build_report(args, summaries, times, images, metrics, texts)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     (out_dir / "report.md").write_text(report_markdown(report))
     print(report_markdown(report))
+
+
+def time_variants(server, prompt, variants, repeats):
+    """Median-ready wall times per variant: warmed up, interleaved, a fresh seed per round."""
+    times = {name: [] for name in variants}
+    for repeat in range(repeats + 1):  # repeat 0 warms every variant up
+        order = list(variants) if repeat % 2 == 0 else list(reversed(variants))
+        for name in order:
+            timed = wg.latent_only(prompt, variants[name], f"shapefirst_timing/{repeat}")
+            # a new seed each round, so ComfyUI's cache cannot skip the sampler
+            timed = wg.set_inputs(timed, "KSampler", seed=1000 + repeat)
+            _, seconds = server.run(timed)
+            if repeat > 0:
+                times[name].append(seconds)
+    return times
+
+
+def compare_images(paths):
+    """L1, PSNR and SSIM of the cutoff image against the full-CFG one."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from shapefirst_core import image_metrics
+
+    full = next(p for p in paths if "full_cfg" in p)
+    cut = next(p for p in paths if p != full)
+
+    def load(path):
+        return torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0)[None]
+
+    a, b = load(full), load(cut)
+    return {"L1": image_metrics.l1(a, b).item(), "PSNR": image_metrics.psnr(a, b).item(),
+            "SSIM": image_metrics.ssim(a, b).item()}
 
 
 def copy_images(entry, server_output, out_dir):
     saved = []
     for node_output in entry.get("outputs", {}).values():
         for image in node_output.get("images", []):
+            if image.get("type") != "output":
+                continue  # previews go to ComfyUI's temp folder; the saved images are the result
             source = server_output / image.get("subfolder", "") / image["filename"]
             target = out_dir / f"{Path(image.get('subfolder', '')).name}_{image['filename']}".lstrip("_")
             shutil.copyfile(source, target)
@@ -115,33 +154,42 @@ def copy_images(entry, server_output, out_dir):
     return saved
 
 
-def build_report(args, summaries, times, images):
-    full, cut = statistics.median(times["full CFG"]), statistics.median(times["cutoff"])
-    return {
-        "model": args.checkpoint or "tiny random-weight SD1.5-shaped model (images are noise)",
+def build_report(args, summaries, times, images, metrics=None, texts=()):
+    report = {
+        "workflow": args.workflow,
+        "model": args.checkpoint or "tiny random-weight model (images are noise)",
         "device": "default (GPU if any)" if args.gpu else "CPU",
-        "cutoff": summaries[0] if summaries else "no cutoff summary in the ComfyUI log",
-        "runs_per_variant": args.repeats,
-        "median_seconds": {"full CFG": full, "cutoff": cut},
+        "cutoff": summaries,
+        "median_seconds": {name: statistics.median(values) for name, values in times.items()},
         "all_seconds": times,
-        "time_saved_percent": 100.0 * (1.0 - cut / full),
         "images": images,
+        "node_text": list(texts),
     }
+    if "cutoff" in times:
+        full, cut = report["median_seconds"]["full CFG"], report["median_seconds"]["cutoff"]
+        report["runs_per_variant"] = args.repeats
+        report["time_saved_percent"] = 100.0 * (1.0 - cut / full)
+        report["cutoff_vs_full_cfg"] = metrics
+    return report
 
 
 def report_markdown(report):
+    lines = ["# ShapeFirst demo", "",
+             f"- workflow: {report['workflow']}; model: {report['model']}; device: {report['device']}"]
+    lines += [f"- {summary}" for summary in report["cutoff"]]
     t = report["median_seconds"]
-    return "\n".join([
-        "# ShapeFirst demo",
-        "",
-        f"- model: {report['model']}; device: {report['device']}",
-        f"- {report['cutoff']}",
-        f"- median wall time of the sampler (queue to result, {report['runs_per_variant']} runs each, interleaved, "
-        f"after a warm-up): full CFG {t['full CFG']:.3f} s, cutoff {t['cutoff']:.3f} s "
-        f"({report['time_saved_percent']:.1f}% saved)",
-        f"- images: {', '.join(report['images'])}",
-        "",
-    ])
+    if "time_saved_percent" in report:
+        lines.append(f"- median wall time of the sampler (queue to result, {report['runs_per_variant']} runs each, "
+                     f"interleaved, after a warm-up): full CFG {t['full CFG']:.3f} s, cutoff {t['cutoff']:.3f} s "
+                     f"({report['time_saved_percent']:.1f}% time saved)")
+        if report["cutoff_vs_full_cfg"]:
+            m = report["cutoff_vs_full_cfg"]
+            lines.append(f"- cutoff image vs full-CFG image: L1 {m['L1']:.4f}, PSNR {m['PSNR']:.2f} dB, SSIM {m['SSIM']:.4f}")
+    else:
+        lines.append(f"- wall time of the whole workflow: {t['whole workflow']:.3f} s")
+    lines += ["", *report["node_text"]] if report["node_text"] else []
+    lines.append(f"- images: {', '.join(report['images'])}")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

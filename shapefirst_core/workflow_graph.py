@@ -66,6 +66,16 @@ def set_inputs(prompt, class_type, **values):
     return out
 
 
+def set_everywhere(prompt, **values):
+    """Set widget values on every node, of any type, that has those inputs."""
+    out = copy.deepcopy(prompt)
+    for node in out.values():
+        for name, value in values.items():
+            if name in node["inputs"] and not _is_link(node["inputs"][name]):
+                node["inputs"][name] = value
+    return out
+
+
 def feeds(prompt, source_id, target_class):
     """Ids of nodes of ``target_class`` that take an input straight from ``source_id``."""
     return [node_id for node_id, node in prompt.items() if node["class_type"] == target_class
@@ -193,16 +203,8 @@ def shrink_for_test(prompt, size=64, steps=4):
 
     SDXL checkpoints (an "xl" in the file name) become the SDXL-shaped tiny model.
     """
-    out = use_tiny_checkpoint(prompt)
+    out = set_everywhere(use_tiny_checkpoint(prompt), width=size, height=size, repeats=1, batch_size=1)
     for node in out.values():
-        inputs = node["inputs"]
-        if isinstance(inputs.get("steps"), int):
-            inputs["steps"] = min(inputs["steps"], steps)
-        for name in ("width", "height"):
-            if isinstance(inputs.get(name), int):
-                inputs[name] = size
-        if isinstance(inputs.get("repeats"), int):
-            inputs["repeats"] = 1
-        if isinstance(inputs.get("batch_size"), int):
-            inputs["batch_size"] = 1
+        if isinstance(node["inputs"].get("steps"), int):
+            node["inputs"]["steps"] = min(node["inputs"]["steps"], steps)
     return out

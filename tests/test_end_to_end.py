@@ -4,6 +4,7 @@ README's headless demo command."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -100,7 +101,8 @@ def test_readme_demo_command_runs(host, tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     report = json.loads((out_dir / "report.json").read_text())
-    assert "text dropped after step 2 of 4" in report["cutoff"]
+    assert any("text dropped after step 2 of 4" in line for line in report["cutoff"])
     assert len(report["all_seconds"]["cutoff"]) == 1 and report["median_seconds"]["full CFG"] > 0
-    assert len(report["images"]) == 2 and all((out_dir / p).exists() or __import__("os").path.exists(p) for p in report["images"])
-    assert "time saved" in done.stdout or "saved" in done.stdout
+    assert len(report["images"]) == 2 and all(Path(p).exists() for p in report["images"])
+    assert set(report["cutoff_vs_full_cfg"]) == {"L1", "PSNR", "SSIM"}
+    assert "time saved" in done.stdout

@@ -3,9 +3,9 @@ from typing_extensions import override
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import compile_model, eos_tokens, frequency, guidance_cutoff, testing
+from . import compile_model, eos_tokens, evaluation, frequency, guidance_cutoff, image_compare, testing
 
-FEATURE_MODULES = (guidance_cutoff, frequency, eos_tokens, compile_model, testing)
+FEATURE_MODULES = (guidance_cutoff, frequency, eos_tokens, image_compare, evaluation, compile_model, testing)
 
 
 class ShapeFirstExtension(ComfyExtension):

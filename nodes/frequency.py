@@ -191,7 +191,7 @@ class TraceRecorder:
 
     def post_cfg(self, args):
         cond, uncond, x, sigma = args["cond_denoised"], args["uncond_denoised"], args["input"], args["sigma"]
-        run = args["model_options"].get("transformer_options", {}).get(cutoff_patch.RUN_STATE_KEY)
+        run = args["model_options"].get(cutoff_patch.RUN_STATE_KEY)
         if run is not None:
             self.cutoff_run = run
         if uncond is None or args.get("uncond") is None:

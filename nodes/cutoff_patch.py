@@ -7,7 +7,7 @@ Hooks (both written into a cloned ModelPatcher's model_options, never global):
   and that prediction is returned for both slots, so CFG yields exactly it and
   pre/post-CFG hooks see a consistent pair. A function already in the slot is chained.
 - a ``SAMPLER_SAMPLE`` wrapper: runs once per sampler run, gives every run fresh state
-  (the schedule, counters, adaptive measurements) inside that run's own model_options,
+  (the schedule, counters, adaptive measurements) in that run's own model_options,
   counts steps through the sampler callback and reports what happened at the end.
 """
 import logging
@@ -71,6 +71,8 @@ class CutoffRun:
         self.single_evaluations = 0
         self.sigma_reads = 0
         self.no_uncond_evaluations = 0
+        self.replaced_by = None  # the function that took the slot from the cutoff, if one did
+        self.stopped = False  # interrupted or failed before the sampler finished
         self.guidance_trace = []  # adaptive: (sigma, [relative guidance per image]) per measured evaluation
 
     @property
@@ -128,6 +130,13 @@ class CutoffRun:
         return cs.guided_steps_below(self.schedule, self.drop_sigma)
 
     def summary(self, distilled=False):
+        if self.replaced_by is not None:
+            return (f"ShapeFirst guidance cutoff: not applied: {self.replaced_by}, from a node applied after "
+                    f"Guidance Cutoff, took ComfyUI's calc_cond_batch slot (it holds one function). Apply "
+                    f"Guidance Cutoff after that node.")
+        if self.stopped:
+            return (f"ShapeFirst guidance cutoff: the run stopped early (interrupted or failed) after "
+                    f"{self.evaluations} model evaluations, {self.single_evaluations} of them without text.")
         if self.no_uncond_evaluations and not self.evaluations:
             reason = ("this model is guidance-distilled and sampled at cfg 1"
                       if distilled else "cfg is 1")
@@ -166,7 +175,7 @@ class GuidanceCutoffPatch:
 
     def calc_cond_batch(self, args):
         conds = args["conds"]
-        run = args["model_options"].get("transformer_options", {}).get(RUN_STATE_KEY)
+        run = args["model_options"].get(RUN_STATE_KEY)
         if run is None:  # called outside a sampler run we set up: behave like the host
             return self._compute(args, conds)
         if conds[0] is None or conds[1] is None:
@@ -190,7 +199,13 @@ class GuidanceCutoffPatch:
         schedule = sigmas.detach().float().cpu().tolist()  # once per run, before any step
         run = CutoffRun(self.settings, schedule, _walks_schedule(executor.class_obj))
         model_options = extra_args["model_options"]  # this run's own copy (CFGGuider.inner_sample)
-        model_options["transformer_options"] = {**model_options.get("transformer_options", {}), RUN_STATE_KEY: run}
+        check_run_inputs(self.settings, run, guider, model_options)
+        slot = model_options.get("sampler_calc_cond_batch_function")
+        if slot != self.calc_cond_batch:  # a later patch overwrote the one slot: say so, don't pretend
+            run.replaced_by = getattr(slot, "__qualname__", repr(slot))
+        # beside, not inside, transformer_options: those reach the UNet, and a compiled UNet
+        # would recompile when their size changes
+        model_options[RUN_STATE_KEY] = run
 
         def step_counter(step, x0, x, total_steps):
             run.last_reported_step = step
@@ -199,6 +214,9 @@ class GuidanceCutoffPatch:
 
         try:
             return executor(guider, sigmas, extra_args, step_counter, *args, **kwargs)
+        except BaseException:
+            run.stopped = True
+            raise
         finally:
             self.last_run = run
             distilled = _is_guidance_distilled(guider)
@@ -206,6 +224,31 @@ class GuidanceCutoffPatch:
             log.info(message)
             if self.report is not None:
                 self.report(message, run)
+
+
+def check_negative(negative, cfg):
+    """A message naming 'negative' when there is no unconditional conditioning to evaluate
+    (ComfyUI itself fails on None deep inside, and evaluates an empty list as zeros)."""
+    if negative is None or (len(negative) == 0 and not (cfg is not None and is_cfg_one(cfg))):
+        raise ValueError(
+            "negative is missing or empty: classifier-free guidance (cfg above 1) and the cutoff's "
+            "unconditional branch need it, and ComfyUI would evaluate it as zeros. Connect a CLIP Text "
+            "Encode of your negative prompt, or of an empty prompt, to 'negative'.")
+
+
+def check_run_inputs(settings, run, guider, model_options):
+    """Clear messages, before the first step, for combinations that cannot work."""
+    conds = getattr(guider, "conds", None)
+    if isinstance(conds, dict) and "negative" in conds:
+        check_negative(conds["negative"], getattr(guider, "cfg", None))
+    first_single = run.cut_sigma is not None and run.cut_sigma >= run.schedule[0]
+    if settings.keep == cs.KEEP_COND and first_single and model_options.get("disable_cfg1_optimization"):
+        # e.g. Self-Attention Guidance: it reads the unconditional branch's attention, and fails
+        # deep inside ComfyUI when that branch never runs
+        raise ValueError(
+            "keep 'cond' with no guided step: a patch on this model reads the unconditional prediction "
+            "(it sets disable_cfg1_optimization, as Self-Attention Guidance does), which would never be "
+            "computed. Use at least one guided step, or keep 'uncond'.")
 
 
 def _is_guidance_distilled(guider):

@@ -141,6 +141,7 @@ class ShapeFirstCutoffGuider(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, cfg, **kwargs) -> io.NodeOutput:
         settings = settings_from(**kwargs)
+        cutoff_patch.check_negative(negative, cfg)
         patched, _ = cutoff_patch.apply_cutoff(model, settings, progress_reporter(_node_id(cls)))
         guider = comfy.samplers.CFGGuider(patched)
         guider.set_conds(positive, negative)

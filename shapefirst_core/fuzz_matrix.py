@@ -1,0 +1,184 @@
+"""Reproducible random combinations for the reliability fuzz test (no host needed).
+
+Case ``i`` of seed ``s`` depends on nothing but ``(s, i)``: a long run and the CI run share
+their first cases, and one failing case is replayed alone from the id printed with it.
+The lists are fixed here rather than read from the host, so a case id means the same
+combination whatever sampler list a ComfyUI version has.
+"""
+import random
+from dataclasses import dataclass, field
+
+DEFAULT_SEED = 20240531  # any fixed value; SHAPEFIRST_FUZZ_SEED overrides it in the test
+
+ARCHITECTURES = ("sd15", "sdxl")
+# The host's KSampler samplers (v0.3.64). dpm_fast and dpm_adaptive choose their own
+# evaluation points from the latent, so a run with and one without the cutoff do not
+# evaluate at the same sigmas: they get only the invariants that hold per evaluation.
+SAMPLERS = (
+    "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2", "dpm_2",
+    "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral", "dpmpp_2s_ancestral_cfg_pp",
+    "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu",
+    "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm", "lcm", "ipndm",
+    "ipndm_v", "deis", "res_multistep", "res_multistep_cfg_pp", "res_multistep_ancestral",
+    "res_multistep_ancestral_cfg_pp", "gradient_estimation", "gradient_estimation_cfg_pp", "er_sde", "seeds_2",
+    "seeds_3", "sa_solver", "sa_solver_pece", "ddim", "uni_pc", "uni_pc_bh2",
+)
+OFF_SCHEDULE_SAMPLERS = ("dpm_fast", "dpm_adaptive")
+SCHEDULERS = ("simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal",
+              "linear_quadratic", "kl_optimal")
+MODES = ("guided steps", "fraction of steps", "sigma", "adaptive")
+KEEPS = ("uncond", "cond")
+
+# Other patches a user may have on the same model (the host's own nodes).
+PATCHES = ("pag", "sag", "slg", "slg_simple", "apg", "cfg_zero_star", "freeu", "controlnet", "area")
+# Patches that call the UNet themselves, outside ComfyUI's calc_cond_batch slot.
+EXTRA_CALL_PATCHES = ("pag", "sag", "slg")
+
+
+@dataclass(frozen=True)
+class Case:
+    seed: int
+    index: int
+    architecture: str
+    sampler: str
+    scheduler: str
+    steps: int
+    denoise: float
+    batch: int
+    cfg: float
+    mode: str
+    keep: str
+    cutoff: dict = field(hash=False)  # inputs of the cutoff node for this mode
+    patches: dict = field(hash=False)  # patch name -> its node inputs
+    noise_seed: int = 0
+
+    @property
+    def case_id(self):
+        """Short and greppable: pytest shows it, ``-k`` selects it."""
+        return f"s{self.seed}-c{self.index:04d}"
+
+    def describe(self):
+        """Everything needed to read a failure, on one line."""
+        patches = ",".join(f"{k}{v}" if v else k for k, v in sorted(self.patches.items())) or "none"
+        return (f"[{self.case_id}: SHAPEFIRST_FUZZ_SEED={self.seed} case {self.index}] {self.architecture} "
+                f"{self.sampler}/{self.scheduler} steps={self.steps} denoise={self.denoise} batch={self.batch} "
+                f"cfg={self.cfg} mode={self.mode!r} {self.cutoff} keep={self.keep} patches={patches} "
+                f"noise_seed={self.noise_seed}")
+
+
+def _rounded(rng, low, high, digits=2):
+    return round(rng.uniform(low, high), digits)
+
+
+def _cutoff_inputs(rng, mode, steps):
+    """The mode's own inputs, edges included: 0, exactly the last step, past it."""
+    if mode == "guided steps":
+        return {"guided_steps": rng.choice([0, steps, steps + 3, rng.randint(0, steps)])}
+    if mode == "fraction of steps":
+        return {"guided_fraction": rng.choice([0.0, 1.0, 0.5, _rounded(rng, 0.0, 1.0)])}
+    if mode == "sigma":
+        # ("at", k): exactly the schedule's k-th sigma, resolved once the run's schedule is known
+        return {"cutoff_sigma": rng.choice([0.0, 1000.0, ("at", rng.randint(0, steps)),
+                                            round(10 ** rng.uniform(-1.5, 1.3), 4)])}
+    low = rng.randint(0, steps)
+    return {"adaptive_threshold": rng.choice([0.0, 10.0, _rounded(rng, 0.05, 2.0, 3)]),
+            "adaptive_min_steps": low, "adaptive_max_steps": rng.randint(low, steps + 2)}
+
+
+def _patch_inputs(rng, name):
+    if name == "pag":
+        return {"scale": _rounded(rng, 0.5, 3.0)}
+    if name == "sag":
+        return {"scale": _rounded(rng, 0.2, 1.0), "blur_sigma": _rounded(rng, 0.5, 3.0)}
+    if name == "slg":
+        start = _rounded(rng, 0.0, 0.6)
+        return {"scale": _rounded(rng, 0.5, 3.0), "start_percent": start,
+                "end_percent": _rounded(rng, start, 1.0), "rescaling_scale": rng.choice([0.0, 0.5])}
+    if name == "slg_simple":
+        start = _rounded(rng, 0.0, 0.6)
+        return {"start_percent": start, "end_percent": _rounded(rng, start, 1.0)}
+    if name == "apg":
+        return {"eta": _rounded(rng, -1.0, 1.5), "norm_threshold": rng.choice([0.0, _rounded(rng, 1.0, 10.0)]),
+                "momentum": rng.choice([0.0, _rounded(rng, -0.5, 0.9)])}
+    if name == "freeu":
+        return {"b1": _rounded(rng, 1.0, 1.5), "b2": _rounded(rng, 1.0, 1.6),
+                "s1": _rounded(rng, 0.2, 1.0), "s2": _rounded(rng, 0.2, 1.0)}
+    if name == "controlnet":
+        start = rng.choice([0.0, _rounded(rng, 0.0, 0.5)])
+        return {"strength": _rounded(rng, 0.3, 1.5), "start_percent": start,
+                "end_percent": rng.choice([1.0, _rounded(rng, start, 1.0)]),
+                "target": rng.choice(["positive", "both"])}
+    if name == "area":
+        # in pixels (multiples of 8) of the 64x64 image the 8x8 latents stand for
+        width, height = rng.choice([16, 32, 48]), rng.choice([16, 32, 48])
+        return {"width": width, "height": height, "x": 8 * rng.randint(0, (64 - width) // 8),
+                "y": 8 * rng.randint(0, (64 - height) // 8), "strength": _rounded(rng, 0.5, 1.5)}
+    return {}
+
+
+def draw_case(seed, index):
+    """Case ``index`` of the stream ``seed``."""
+    rng = random.Random(f"shapefirst-fuzz:{seed}:{index}")
+    steps = rng.randint(4, 6)
+    mode = rng.choice(MODES)
+    patch_count = rng.choices([0, 1, 2], weights=[3, 5, 2])[0]
+    patch_names = sorted(rng.sample(PATCHES, patch_count))
+    return Case(
+        seed=seed, index=index,
+        architecture=rng.choice(ARCHITECTURES),
+        sampler=rng.choice(SAMPLERS),
+        scheduler=rng.choice(SCHEDULERS),
+        steps=steps,
+        denoise=rng.choice([1.0, 1.0, _rounded(rng, 0.35, 0.95)]),
+        batch=rng.choice([1, 1, 2, 3]),
+        cfg=rng.choice([1.0, _rounded(rng, 1.5, 9.0, 1), 7.5]),
+        mode=mode,
+        keep=rng.choice(KEEPS),
+        cutoff=_cutoff_inputs(rng, mode, steps),
+        patches={name: _patch_inputs(rng, name) for name in patch_names},
+        noise_seed=rng.randint(0, 2**31 - 1),
+    )
+
+
+def draw_cases(seed, start, count):
+    return [draw_case(seed, index) for index in range(start, start + count)]
+
+
+def restrict_calls(calls, branch):
+    """What is left of a run's UNet calls when only ``branch`` (0 cond, 1 uncond) is asked for.
+
+    ``calls`` are ``(batch, cond_or_uncond, spatial shape)``; ComfyUI batches each branch's
+    entries of one shape together, ``batch / len(cond_or_uncond)`` rows per entry, so the
+    kept branch's entries keep their calls and shapes, with the other branch's rows gone.
+    """
+    kept = []
+    for batch, branches, spatial in calls:
+        count = sum(1 for b in branches if b == branch)
+        if count:
+            kept.append((batch // len(branches) * count, (branch,) * count, spatial))
+    return sorted(kept)
+
+
+def adaptive_branches(measured, sigmas, floor_sigma, latest_sigma, threshold, margin=1e-5):
+    """Which evaluations of an adaptive run use the text, from the README's rule.
+
+    ``sigmas[i]`` is evaluation i's noise level, ``measured[i]`` the largest
+    ||eps_c - eps_u|| / ||eps_u|| of its batch (None when it ran one branch).
+    Evaluations above ``floor_sigma`` (the minimum steps) always guide; the text goes
+    after the first guided one at or below it whose value is under ``threshold`` (the
+    whole batch), and at the latest at ``latest_sigma`` (the maximum steps; None: never).
+    Returns (a list of True = guided, whether a value was too close to the threshold
+    to decide the outcome robustly).
+    """
+    guided, dropped, ambiguous = [], False, False
+    for value, sigma in zip(measured, sigmas):
+        if not dropped and latest_sigma is not None and sigma <= latest_sigma:
+            dropped = True
+        guided.append(not dropped)
+        if dropped or value is None or sigma > floor_sigma:
+            continue
+        if abs(value - threshold) <= margin * max(threshold, 1.0):
+            ambiguous = True
+        if value < threshold:
+            dropped = True
+    return guided, ambiguous

@@ -1,0 +1,54 @@
+"""The fuzz matrix's drawing and oracles (no host needed)."""
+from shapefirst_core import fuzz_matrix as fm
+
+
+def test_a_case_depends_only_on_seed_and_index():
+    assert fm.draw_case(7, 12) == fm.draw_case(7, 12)
+    assert fm.draw_cases(7, 0, 20)[12] == fm.draw_cases(7, 10, 5)[2]  # the CI run and a long run share cases
+    assert fm.draw_case(7, 12) != fm.draw_case(8, 12)
+    assert fm.draw_case(7, 12).case_id == "s7-c0012"
+    assert "SHAPEFIRST_FUZZ_SEED=7 case 12" in fm.draw_case(7, 12).describe()
+
+
+def test_the_long_run_covers_every_choice():
+    cases = fm.draw_cases(fm.DEFAULT_SEED, 0, 550)
+    assert {c.sampler for c in cases} == set(fm.SAMPLERS)
+    assert {c.scheduler for c in cases} == set(fm.SCHEDULERS)
+    assert {c.mode for c in cases} == set(fm.MODES)
+    assert {c.architecture for c in cases} == set(fm.ARCHITECTURES)
+    assert {p for c in cases for p in c.patches} == set(fm.PATCHES)
+    assert {c.batch for c in cases} == {1, 2, 3} and {c.keep for c in cases} == set(fm.KEEPS)
+    assert any(c.cfg == 1.0 for c in cases) and any(c.denoise < 1.0 for c in cases)
+
+
+def test_cutoff_edges_are_drawn():
+    cases = fm.draw_cases(fm.DEFAULT_SEED, 0, 550)
+    steps = [(c.cutoff["guided_steps"], c.steps) for c in cases if c.mode == "guided steps"]
+    assert any(n == 0 for n, _ in steps) and any(n == s for n, s in steps) and any(n > s for n, s in steps)
+    sigmas = [c.cutoff["cutoff_sigma"] for c in cases if c.mode == "sigma"]
+    assert 0.0 in sigmas and any(isinstance(s, tuple) for s in sigmas)
+    fractions = {c.cutoff["guided_fraction"] for c in cases if c.mode == "fraction of steps"}
+    assert {0.0, 1.0} <= fractions
+    for c in cases:
+        if c.mode == "adaptive":
+            assert 0 <= c.cutoff["adaptive_min_steps"] <= c.cutoff["adaptive_max_steps"]
+
+
+def test_restrict_calls_keeps_the_branch_rows_per_call():
+    calls = [(4, (0, 1), (8, 8)), (2, (0,), (4, 4)), (6, (1, 0, 1), (8, 8))]
+    assert fm.restrict_calls(calls, 1) == sorted([(2, (1,), (8, 8)), (4, (1, 1), (8, 8))])
+    assert fm.restrict_calls(calls, 0) == sorted([(2, (0,), (8, 8)), (2, (0,), (4, 4)), (2, (0,), (8, 8))])
+
+
+def test_adaptive_branches_follow_the_readme_rule():
+    sigmas = [10.0, 6.0, 3.0, 1.0, 0.5]
+    # never before the minimum (floor 6.0): the small value at 10.0 does not count
+    guided, ambiguous = fm.adaptive_branches([0.1, 0.9, 0.1, 0.5, 0.5], sigmas, 6.0, None, 0.2)
+    assert guided == [True, True, True, False, False] and not ambiguous
+    # at the latest at the maximum's sigma
+    guided, _ = fm.adaptive_branches([0.9, 0.9, 0.9, None, None], sigmas, 6.0, 1.0, 0.2)
+    assert guided == [True, True, True, False, False]
+    # never below the threshold, no maximum: guided throughout
+    assert fm.adaptive_branches([0.9] * 5, sigmas, 10.0, None, 0.2) == ([True] * 5, False)
+    # a value within rounding of the threshold is flagged
+    assert fm.adaptive_branches([0.2 + 1e-7] * 5, sigmas, 10.0, None, 0.2)[1]

@@ -168,6 +168,13 @@ class GuidanceCutoffPatch:
         self.report = report
         self.last_run = None  # the latest finished run, for tests and the node UI
 
+    def __deepcopy__(self, memo):
+        # ModelPatcher.clone() deep-copies model_options, slot included: every later node
+        # (LoRA, FreeU, ...) would otherwise hold a copy that the run's wrapper, which stays
+        # this object, cannot recognise. The patch holds settings only (run state lives in
+        # each run's model_options), so the clones can share it.
+        return self
+
     def _compute(self, args, conds):
         if self.previous_calc_cond_batch is not None:
             return self.previous_calc_cond_batch({**args, "conds": conds})

@@ -193,6 +193,21 @@ def test_an_existing_calc_cond_batch_hook_is_chained(cutoff, schedule_math, mode
     assert not torch.equal(out, reference)
 
 
+def test_nodes_after_the_cutoff_keep_it_applied(cutoff, schedule_math, model, conds, latent):
+    """Later nodes clone the model (ComfyUI deep-copies model_options): the cutoff still runs
+    and says so, with the host's FreeU applied after it as an example."""
+    from comfy_extras.nodes_freelunch import FreeU
+    messages = []
+    patched, patch = cutoff.apply_cutoff(model, schedule_math.CutoffSettings(guided_steps=5),
+                                         lambda message, run: messages.append(message))
+    for later in (patched.clone().clone(), FreeU().patch(patched, 1.1, 1.2, 0.9, 0.2)[0]):
+        recorded, calls = record_unet(later)
+        sample(recorded, conds, latent)
+        assert [batch for batch, _, _ in calls] == [4] * 5 + [2] * 3
+        assert "text dropped after step 5 of 8" in messages[-1], messages[-1]
+        assert patch.last_run.single_evaluations == 3
+
+
 def _options_snapshot(model):
     return repr(model.model_options), copy.copy(model.model_options.get("transformer_options", {}))
 

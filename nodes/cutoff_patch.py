@@ -28,6 +28,16 @@ WRAPPER_KEY = "shapefirst_guidance_cutoff"
 _OFF_SCHEDULE_SAMPLERS = {"dpm_fast_function", "dpm_adaptive_function"}
 _SCHEDULE_SAMPLER_MODULES = {"comfy.k_diffusion.sampling", "comfy.extra_samplers.uni_pc", "comfy.samplers"}
 
+# Host samplers that evaluate the model once per step, at exactly the step's sigma (read
+# from comfy/k_diffusion/sampling.py): evaluation k runs at schedule[k], so the cutoff needs
+# no device read at all (a read would drain the GPU queue once; with CUDA graphs that costs
+# a few ms). Euler only without churn (s_churn raises the evaluated sigma).
+_ONE_EVALUATION_PER_STEP = {
+    "sample_euler", "sample_euler_ancestral", "sample_euler_ancestral_RF", "sample_lms", "sample_dpmpp_2m",
+    "sample_dpmpp_2m_sde", "sample_dpmpp_2m_sde_gpu", "sample_dpmpp_3m_sde", "sample_dpmpp_3m_sde_gpu",
+    "sample_lcm", "sample_ipndm", "sample_ipndm_v", "sample_deis",
+}
+
 log = logging.getLogger("ShapeFirst")
 
 
@@ -38,6 +48,19 @@ def _walks_schedule(sampler):
         return False
     name = getattr(function, "__name__", "")
     return name not in _OFF_SCHEDULE_SAMPLERS and getattr(function, "__module__", "") in _SCHEDULE_SAMPLER_MODULES
+
+
+def _one_evaluation_per_step(sampler, guider):
+    """True when this run's k-th model evaluation is at schedule[k]: a host sampler of
+    that kind, and a guider that evaluates through ComfyUI's CFG function once per call."""
+    function = getattr(sampler, "sampler_function", None)
+    if getattr(function, "__module__", "") != "comfy.k_diffusion.sampling":
+        return False
+    if getattr(function, "__name__", "") not in _ONE_EVALUATION_PER_STEP:
+        return False
+    if getattr(sampler, "extra_options", {}).get("s_churn", 0):
+        return False
+    return getattr(type(guider), "predict_noise", None) is comfy.samplers.CFGGuider.predict_noise
 
 
 def relative_guidance(cond_pred, uncond_pred, x):
@@ -55,11 +78,13 @@ class CutoffRun:
     """State of one sampler run. Lives in that run's model_options, so it never leaks
     into the next run, another sampler, or the model the node received."""
 
-    def __init__(self, settings, schedule, walks_schedule):
+    def __init__(self, settings, schedule, walks_schedule, one_evaluation_per_step=False):
         self.settings = settings
         self.schedule = schedule
         self.total_steps = cs.step_count(schedule)
         self.walks_schedule = walks_schedule
+        self.one_evaluation_per_step = one_evaluation_per_step
+        self.calls = 0  # model evaluations of this run so far, counted before each one
         self.cut_sigma = cs.cutoff_sigma_for(settings, schedule)
         self.adaptive = settings.mode == cs.MODE_ADAPTIVE
         self.adaptive_floor = cs.adaptive_floor_sigma(settings, schedule) if self.adaptive else None
@@ -88,6 +113,12 @@ class CutoffRun:
         self.dropped = True
         self.drop_sigma = sigma
 
+    def known_sigma(self):
+        """The next evaluation's sigma when it is known without reading the device."""
+        if self.one_evaluation_per_step and self.calls < len(self.schedule):
+            return self.schedule[self.calls]
+        return None
+
     def known_floor_sigma(self):
         """A sigma the next evaluation is known to be at or above, without reading the
         device, or None when the sampler does not walk the schedule."""
@@ -96,13 +127,14 @@ class CutoffRun:
         floor = cs.sigma_floor_index(self.evaluations, self.last_reported_step)
         return self.schedule[floor] if floor < len(self.schedule) else None
 
-    def should_drop(self, sigma, floor_sigma):
-        """Decide for the evaluation about to run at ``sigma`` (a device tensor)."""
+    def should_drop(self, sigma, floor_sigma, known_sigma=None):
+        """Decide for the evaluation about to run at ``sigma`` (a device tensor), reading it
+        only when neither ``known_sigma`` nor the floor settles the question."""
         if self.dropped:
             return True
         if self.cut_sigma is None or (floor_sigma is not None and floor_sigma > self.cut_sigma):
             return False
-        (value,) = self._read(sigma.max())
+        (value,) = (known_sigma,) if known_sigma is not None else self._read(sigma.max())
         if value <= self.cut_sigma:
             self._latch(value)
             return True
@@ -143,9 +175,11 @@ class CutoffRun:
             return (f"ShapeFirst guidance cutoff: no-op, {reason}: ComfyUI evaluates only the conditional "
                     f"branch, so there is no second branch to drop. Use cfg > 1 to compare.")
         saved = cs.saved_share(self.full_evaluations, self.single_evaluations)
-        if not self.dropped:
+        if not self.single_evaluations:  # (adaptive mode can decide after the last evaluation)
+            why = ("the guidance never fell below the threshold before the last evaluation" if self.adaptive
+                   else "the cutoff is at or past the last step")
             return (f"ShapeFirst guidance cutoff: text kept for all {self.total_steps} steps "
-                    f"(the cutoff is at or past the last step): full guidance, nothing saved.")
+                    f"({why}): full guidance, nothing saved.")
         guided = self.guided_steps()
         return (f"ShapeFirst guidance cutoff: text dropped after step {guided} of {self.total_steps} "
                 f"({self._where()}; paper's a = {cs.paper_a(self.total_steps, guided)}), "
@@ -185,12 +219,14 @@ class GuidanceCutoffPatch:
         run = args["model_options"].get(RUN_STATE_KEY)
         if run is None:  # called outside a sampler run we set up: behave like the host
             return self._compute(args, conds)
+        known_sigma = run.known_sigma()
+        floor_sigma = known_sigma if known_sigma is not None else run.known_floor_sigma()
+        run.calls += 1
         if conds[0] is None or conds[1] is None:
             run.no_uncond_evaluations += 1
             return self._compute(args, conds)
         keep = self.settings.kept_branch
-        floor_sigma = run.known_floor_sigma()
-        if run.should_drop(args["sigma"], floor_sigma):
+        if run.should_drop(args["sigma"], floor_sigma, known_sigma):
             single = [None, None]
             single[keep] = conds[keep]
             kept = self._compute(args, single)[keep]
@@ -204,7 +240,8 @@ class GuidanceCutoffPatch:
 
     def sampler_sample_wrapper(self, executor, guider, sigmas, extra_args, callback, *args, **kwargs):
         schedule = sigmas.detach().float().cpu().tolist()  # once per run, before any step
-        run = CutoffRun(self.settings, schedule, _walks_schedule(executor.class_obj))
+        run = CutoffRun(self.settings, schedule, _walks_schedule(executor.class_obj),
+                        _one_evaluation_per_step(executor.class_obj, guider))
         model_options = extra_args["model_options"]  # this run's own copy (CFGGuider.inner_sample)
         check_run_inputs(self.settings, run, guider, model_options)
         slot = model_options.get("sampler_calc_cond_batch_function")

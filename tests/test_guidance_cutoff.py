@@ -170,8 +170,57 @@ def test_unet_calls_follow_the_schedule(cutoff, schedule_math, model, conds, lat
     assert run.schedule[:-1] == schedule[:-1]
     if sampler not in ("dpm_fast", "dpm_adaptive"):
         # the sigma is read from the device only around the cutoff, not at every step
-        assert run.sigma_reads <= 2
+        assert run.sigma_reads <= (0 if sampler in ONE_EVALUATION_PER_STEP else 2)
         assert run.guided_steps() == n
+
+
+# The host's samplers that evaluate once per step at the step's sigma ("ddim" is euler).
+ONE_EVALUATION_PER_STEP = ["euler", "euler_ancestral", "lms", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu",
+                           "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "lcm", "ipndm", "ipndm_v", "deis", "ddim"]
+
+
+def sigmas_of_evaluations(model):
+    """A clone that logs the sigma of every model evaluation (as the sampler passed it)."""
+    seen = []
+    logged = model.clone()
+    logged.set_model_sampler_pre_cfg_function(lambda a: seen.append(float(a["sigma"].max())) or a["conds_out"])
+    return logged, seen
+
+
+@pytest.mark.parametrize("sampler", ONE_EVALUATION_PER_STEP)
+def test_one_evaluation_per_step_samplers_are_cut_without_reading_the_device(
+        cutoff, schedule_math, model, conds, latent, sampler):
+    """For these samplers evaluation k runs at schedule[k] exactly, so the cutoff decides by
+    counting and never synchronises with the device; the cut is where reading would put it."""
+    logged, stock_sigmas = sigmas_of_evaluations(model)
+    sample(logged, conds, latent, sampler)
+    stock_sigmas = stock_sigmas[:]  # the patched clone below logs into the same list
+    n = 3
+    patched, patch = apply(cutoff, schedule_math, logged, guided_steps=n)
+    recorded, calls = record_unet(patched)
+    sample(recorded, conds, latent, sampler)
+    run = patch.last_run
+    assert stock_sigmas == run.schedule[:len(stock_sigmas)] and len(stock_sigmas) == STEPS
+    assert run.sigma_reads == 0 and run.one_evaluation_per_step
+    assert [batch for batch, _, _ in calls] == [4] * n + [2] * (STEPS - n)
+    assert run.drop_sigma == run.schedule[n]
+
+
+def test_euler_with_churn_reads_the_sigma_it_really_evaluates(cutoff, schedule_math, model, conds, latent):
+    """Churn raises euler's evaluated sigma above the step's: the count is not trusted then."""
+    import comfy.sample
+    import comfy.samplers
+    churned = comfy.samplers.ksampler("euler", {"s_churn": 2.0, "s_tmin": 0.0, "s_tmax": float("inf")})
+    patched, patch = apply(cutoff, schedule_math, model, guided_steps=3)
+    logged, seen = sigmas_of_evaluations(patched)
+    schedule = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), SCHEDULER, STEPS).tolist()
+    noise = comfy.sample.prepare_noise(latent, 3)
+    comfy.sample.sample_custom(logged, noise, CFG, churned, torch.tensor(schedule), conds[0], conds[1], latent,
+                               disable_pbar=True, seed=3)
+    run = patch.last_run
+    assert not run.one_evaluation_per_step and run.sigma_reads >= 1
+    assert run.single_evaluations == sum(1 for s in seen if s <= schedule[3])
+    assert seen[3] > schedule[3]  # churned: counting would have been wrong here
 
 
 def test_an_existing_calc_cond_batch_hook_is_chained(cutoff, schedule_math, model, conds, latent):

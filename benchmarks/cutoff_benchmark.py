@@ -245,6 +245,59 @@ def unet_call_ms(patcher, inputs, steps, cfg, clock):
     return statistics.median(clock.elapsed_ms(s, e) for s, e in marks[2:] or marks)
 
 
+def timeline_once(patcher, inputs, steps, cfg, clock):
+    """Where the time of one sampling run goes: per UNet call its device time and the device
+    time before it that was not UNet work (the sampler's own kernels, and the device idling
+    while the host prepares the next call). CUDA events only, so no synchronisation is added."""
+    calls = []
+
+    def timed_call(apply_model, args):
+        start = clock.mark()
+        out = apply_model(args["input"], args["timestep"], **args["c"])
+        calls.append((start, clock.mark(), int(args["input"].shape[0])))
+        return out
+
+    timed = patcher.clone()
+    timed.set_model_unet_function_wrapper(timed_call)
+    import comfy.sample
+    positive, negative, latent, noise = inputs
+    clock.sync()
+    begin = clock.mark()
+    comfy.sample.sample(timed, noise, steps, cfg, SAMPLER, SCHEDULER, positive, negative, latent,
+                        disable_pbar=True, seed=SEED)
+    end = clock.mark()
+    clock.sync()
+    unet = [clock.elapsed_ms(s, e) for s, e, _ in calls]
+    gaps = [clock.elapsed_ms(previous[1], current[0]) for previous, current in zip(calls, calls[1:])]
+    switch = next((i for i in range(1, len(calls)) if calls[i][2] != calls[i - 1][2]), None)
+    return {"total_ms": clock.elapsed_ms(begin, end), "unet_ms": sum(unet), "between_calls_ms": sum(gaps),
+            "before_first_ms": clock.elapsed_ms(begin, calls[0][0]), "after_last_ms": clock.elapsed_ms(calls[-1][1], end),
+            "batches": [b for _, _, b in calls], "unet_call_ms": unet, "gap_ms": gaps,
+            "gap_at_batch_change_ms": gaps[switch - 1] if switch else None,
+            "first_call_after_change_ms": unet[switch] if switch else None}
+
+
+def timelines(variants, inputs, steps, clock, repeats=5):
+    """Interleaved timelines of stock full, stock cfg 1 and the a=0.5 keep=uncond cutoff;
+    medians of each part over the runs."""
+    chosen = [v for v in variants if v[3] is None or (v[3][0] == 0.5 and v[3][1] == "uncond")]
+    runs = {name: [] for name, *_ in chosen}
+    for name, patcher, cfg, _ in chosen:  # warm the timed clones (the clone is new to the host)
+        timeline_once(patcher, inputs, steps, cfg, clock)
+    for _ in range(repeats):
+        for name, patcher, cfg, _ in chosen:
+            runs[name].append(timeline_once(patcher, inputs, steps, cfg, clock))
+    summary = {}
+    for name, parts in runs.items():
+        keys = [k for k, v in parts[0].items() if isinstance(v, float)]
+        summary[name] = {k: statistics.median(p[k] for p in parts) for k in keys}
+        summary[name]["batches"] = parts[0]["batches"]
+        # per call position, medians over the runs: shows where a difference sits
+        summary[name]["unet_call_ms"] = [statistics.median(c) for c in zip(*(p["unet_call_ms"] for p in parts))]
+        summary[name]["gap_ms"] = [statistics.median(c) for c in zip(*(p["gap_ms"] for p in parts))]
+    return summary
+
+
 def count_syncs(patcher, inputs, steps, cfg, clock):
     """Host-device synchronisations in one sampling run (torch's CUDA sync debug mode)."""
     torch = clock.torch
@@ -322,7 +375,7 @@ def run_group(spec, model, args, clock, device, recompiles, sync_check):
     import torch
     cutoff_patch = pack_module("nodes.cutoff_patch")
     cs = pack_module("shapefirst_core.cutoff_schedule")
-    model_name, batch, steps, regime = spec
+    model_name, batch, steps, regime, repeats = spec
     inputs = random_conditioning(model_name, args.tiny, batch)
     compiled = regime != "eager"
     variants = variants_for(cutoff_patch, cs, model, args.a_values, args.keeps, args.cond_a_values)
@@ -343,7 +396,7 @@ def run_group(spec, model, args, clock, device, recompiles, sync_check):
 
     logged = len(recompiles.messages)
     times = {name: [] for name, *_ in variants}
-    for repeat in range(args.repeats):
+    for repeat in range(repeats):
         shift = repeat % len(variants)  # rotate the order so no variant always runs first
         for name, patcher, cfg, _ in variants[shift:] + variants[:shift]:
             times[name].append(sample_once(patcher, inputs, steps, cfg, clock)[0])
@@ -359,15 +412,17 @@ def run_group(spec, model, args, clock, device, recompiles, sync_check):
                  "one": count_syncs(model, inputs, steps, 1.0, clock),
                  "cutoff": count_syncs(half[1], inputs, steps, CFG, clock), "cutoff_variant": half[0]}
 
+    timeline = timelines(variants, inputs, steps, clock) if args.timeline else None
+
     median = {name: statistics.median(values) for name, values in times.items()}
     full, one = median["full"], median["one"]
     group = {
         "model": model_name, "size": (TINY_SHAPES if args.tiny else SHAPES)[model_name][0], "batch": batch,
-        "steps": steps, "regime": regime, "full_s": full, "one_s": one,
+        "steps": steps, "regime": regime, "repeats": repeats, "full_s": full, "one_s": one,
         "unet_ms_b": unet_b, "unet_ms_2b": unet_2b, "unet_2b_over_b": unet_2b / unet_b,
         "runs_s": times, "warmup_s": {k: v["seconds"] for k, v in warmup.items()},
         "outputs_finite": all(bool(torch.isfinite(o).all()) for o in outputs.values()),
-        "sync_debug_counts": syncs,
+        "sync_debug_counts": syncs, "timeline": timeline,
     }
     if compiled:
         group["compile"] = {
@@ -388,10 +443,16 @@ def run_group(spec, model, args, clock, device, recompiles, sync_check):
         guided = run.guided_steps()
         ideal = (guided * full + (steps - guided) * one) / steps
         cutoff = median[name]
+        # the same ratio within each interleaved round (its own full and one runs), then the
+        # median: slow drifts of a shared machine cancel out of it
+        paired = statistics.median(
+            c / ((guided * f + (steps - guided) * o) / steps)
+            for c, f, o in zip(times[name], times["full"], times["one"]))
         cells.append({
             "model": model_name, "size": group["size"], "batch": batch, "steps": steps, "regime": regime,
             "a": a, "a_steps": steps - guided, "keep": keep, "full_s": full, "one_s": one, "cutoff_s": cutoff,
-            "ideal_s": ideal, "cutoff_over_ideal": cutoff / ideal, "saved_pct": 100.0 * (1.0 - cutoff / full),
+            "ideal_s": ideal, "cutoff_over_ideal": paired, "cutoff_over_ideal_of_medians": cutoff / ideal,
+            "saved_pct": 100.0 * (1.0 - cutoff / full),
             "ideal_saved_pct": 100.0 * (1.0 - ideal / full), "unet_ms_b": unet_b, "unet_ms_2b": unet_2b,
             "full_evaluations": run.full_evaluations, "single_evaluations": run.single_evaluations,
             "sigma_reads": run.sigma_reads,
@@ -434,6 +495,7 @@ def render_markdown(results):
         "",
         "full = both CFG branches every step; one = cfg 1 (one branch); a = share of steps without text; "
         "ideal = guided steps at the full time per step, the rest at the one-branch time; "
+        "cutoff/ideal = median over the interleaved rounds of each round's cutoff time over its own ideal; "
         "UNet b / 2b = one UNet call for one branch / both (CUDA events).",
         "",
         "| model | batch | steps | regime | a | keep | full s | one s | cutoff s | ideal s | cutoff/ideal "
@@ -526,8 +588,11 @@ def parse_args(argv=None):
                    help="shares of the steps WITHOUT text (the paper's a / S), keeping uncond")
     p.add_argument("--keeps", type=csv(str), default=list(KEEPS))
     p.add_argument("--cond-a-values", type=csv(float), help="a values for keep=cond (default: --a-values)")
-    p.add_argument("--groups", type=csv(str), help="explicit groups model:batch:steps:regime (overrides the grid)")
+    p.add_argument("--groups", type=csv(str),
+                   help="explicit groups model:batch:steps:regime[:repeats] (overrides the grid)")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--timeline", action="store_true",
+                   help="also record where the time goes per UNet call (CUDA events) for full, cfg 1 and a=0.5")
     p.add_argument("--no-sync-check", dest="sync_check", action="store_false")
     p.add_argument("--time-budget-s", type=float, default=0.0,
                    help="start no new group after this many seconds (0: no limit); the rest is listed as skipped")
@@ -547,10 +612,11 @@ def group_specs(args):
     if args.groups:
         specs = []
         for text in args.groups:
-            model_name, batch, steps, regime = text.split(":")
-            specs.append((model_name, int(batch), int(steps), regime))
+            model_name, batch, steps, regime, *repeats = text.split(":")
+            specs.append((model_name, int(batch), int(steps), regime, int(repeats[0]) if repeats else args.repeats))
         return specs
-    return [(m, b, s, r) for m in args.models for r in args.regimes for b in args.batches for s in args.steps]
+    return [(m, b, s, r, args.repeats) for m in args.models for r in args.regimes for b in args.batches
+            for s in args.steps]
 
 
 def main(argv=None):
@@ -570,10 +636,11 @@ def main(argv=None):
 
     device = mm.get_torch_device()
     clock = Clock(device)
-    results = {"environment": environment(device, args.tiny), "repeats": args.repeats, "groups": [], "cells": [],
-               "skipped": [], "errors": [], "notes": list(args.note)}
     started = time.perf_counter()
     specs = group_specs(args)
+    results = {"environment": environment(device, args.tiny), "repeats": min(spec[4] for spec in specs),
+               "groups": [], "cells": [],
+               "skipped": [], "errors": [], "notes": list(args.note)}
     models = {}  # (model, regime) -> ModelPatcher; one compiled model per regime, reused across groups
     sync_checked = set()
     for spec in specs:
@@ -611,6 +678,13 @@ def main(argv=None):
             print(f"  compile s: { {k: round(v, 1) for k, v in comp['compile_s'].items()} }; warm-up "
                   f"{comp['during_warmup']}; timed runs {comp['during_timed_runs']}, "
                   f"{len(comp['recompile_messages_timed_runs'])} recompile messages", flush=True)
+        for name, t in (group["timeline"] or {}).items():
+            print(f"  timeline {name}: total {t['total_ms']:.2f} ms = before first call {t['before_first_ms']:.2f} "
+                  f"+ UNet {t['unet_ms']:.2f} + between calls {t['between_calls_ms']:.2f} "
+                  f"+ after last {t['after_last_ms']:.2f}; at the batch change: gap "
+                  f"{t.get('gap_at_batch_change_ms')}, first call {t.get('first_call_after_change_ms')}", flush=True)
+            print(f"    calls ms {[round(x, 2) for x in t['unet_call_ms']]}", flush=True)
+            print(f"    gaps ms {[round(x, 2) for x in t['gap_ms']]}", flush=True)
         if group["sync_debug_counts"]:
             print(f"  syncs per run: {json.dumps(group['sync_debug_counts'])}", flush=True)
     write_results(results, args.out, args.md)

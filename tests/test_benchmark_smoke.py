@@ -19,7 +19,7 @@ def results(host, tmp_path_factory):
     out = tmp_path_factory.mktemp("benchmark")
     command = [sys.executable, str(SCRIPT), "--comfyui", str(host), "--device", "cpu", "--tiny",
                "--models", "sd15,sdxl", "--batches", "1", "--steps", str(STEPS), "--regimes", "eager",
-               "--a-values", "0.5", "--repeats", str(REPEATS), "--out", str(out / "r.json"), "--md", str(out / "r.md")]
+               "--a-values", "0.5", "--repeats", str(REPEATS), "--timeline", "--out", str(out / "r.json"), "--md", str(out / "r.md")]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return json.loads((out / "r.json").read_text()), (out / "r.md").read_text(), out
@@ -36,7 +36,13 @@ def test_every_cell_has_the_numbers_and_they_are_consistent(results):
         assert (c["a_steps"], c["full_evaluations"], c["single_evaluations"]) == (2, 2, 2)
         assert c["sigma_reads"] <= 2  # the cutoff reads the sigma around the cutoff, not every step
         assert min(c["full_s"], c["one_s"]) <= c["ideal_s"] <= max(c["full_s"], c["one_s"])
-        assert math.isclose(c["cutoff_over_ideal"], c["cutoff_s"] / c["ideal_s"])
+        assert math.isclose(c["cutoff_over_ideal_of_medians"], c["cutoff_s"] / c["ideal_s"])
+        # the paired ratio is the median of per-round ratios: within their range
+        group = next(g for g in data["groups"] if g["model"] == c["model"])
+        runs = group["runs_s"]
+        name = f"cutoff a={c['a']:g} keep={c['keep']}"
+        rounds = [cut / ((2 * f + 2 * o) / 4) for cut, f, o in zip(runs[name], runs["full"], runs["one"])]
+        assert min(rounds) <= c["cutoff_over_ideal"] <= max(rounds)
         assert math.isclose(c["saved_pct"], 100 * (1 - c["cutoff_s"] / c["full_s"]))
 
 
@@ -48,6 +54,20 @@ def test_groups_record_every_run_and_the_environment(results):
         assert group["outputs_finite"]
         assert set(group["runs_s"]) == {"full", "one", "cutoff a=0.5 keep=uncond", "cutoff a=0.5 keep=cond"}
         assert all(len(runs) == REPEATS for runs in group["runs_s"].values())
+
+
+def test_timeline_shows_each_unet_call(results):
+    """--timeline: per UNet call its time and the time before it, for full, one and a=0.5."""
+    data, _, _ = results
+    for group in data["groups"]:
+        timeline = group["timeline"]
+        assert timeline["full"]["batches"] == [2] * STEPS and timeline["one"]["batches"] == [1] * STEPS
+        cut = timeline["cutoff a=0.5 keep=uncond"]
+        assert cut["batches"] == [2, 2, 1, 1] and cut["gap_at_batch_change_ms"] >= 0
+        for part in timeline.values():
+            assert len(part["unet_call_ms"]) == STEPS and len(part["gap_ms"]) == STEPS - 1
+            assert math.isclose(part["unet_ms"], sum(part["unet_call_ms"]), rel_tol=0.2)  # medians vs sums
+            assert part["total_ms"] >= part["unet_ms"]
 
 
 def test_markdown_table_and_merge(results):

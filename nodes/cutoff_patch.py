@@ -38,6 +38,12 @@ _ONE_EVALUATION_PER_STEP = {
     "sample_lcm", "sample_ipndm", "sample_ipndm_v", "sample_deis",
 }
 
+# Host samplers whose step k evaluates below schedule[k + 1] (every other host sampler stays
+# within [schedule[k + 1], schedule[k]]): heunpp2's step k also evaluates at schedule[k + 2].
+# The floor from counting evaluations must reach that far, or such an evaluation at the
+# cutoff sigma would run both branches without the sigma being read.
+_SCHEDULE_LOOKAHEAD = {"sample_heunpp2": 2}
+
 log = logging.getLogger("ShapeFirst")
 
 
@@ -48,6 +54,14 @@ def _walks_schedule(sampler):
         return False
     name = getattr(function, "__name__", "")
     return name not in _OFF_SCHEDULE_SAMPLERS and getattr(function, "__module__", "") in _SCHEDULE_SAMPLER_MODULES
+
+
+def _schedule_lookahead(sampler):
+    """How many schedule sigmas past its start a step of this sampler may evaluate at."""
+    function = getattr(sampler, "sampler_function", None)
+    if getattr(function, "__module__", "") != "comfy.k_diffusion.sampling":
+        return 1
+    return _SCHEDULE_LOOKAHEAD.get(getattr(function, "__name__", ""), 1)
 
 
 def _one_evaluation_per_step(sampler, guider):
@@ -78,12 +92,13 @@ class CutoffRun:
     """State of one sampler run. Lives in that run's model_options, so it never leaks
     into the next run, another sampler, or the model the node received."""
 
-    def __init__(self, settings, schedule, walks_schedule, one_evaluation_per_step=False):
+    def __init__(self, settings, schedule, walks_schedule, one_evaluation_per_step=False, lookahead=1):
         self.settings = settings
         self.schedule = schedule
         self.total_steps = cs.step_count(schedule)
         self.walks_schedule = walks_schedule
         self.one_evaluation_per_step = one_evaluation_per_step
+        self.lookahead = lookahead  # a step k evaluates at sigmas down to schedule[k + lookahead]
         self.calls = 0  # model evaluations of this run so far, counted before each one
         self.cut_sigma = cs.cutoff_sigma_for(settings, schedule)
         self.adaptive = settings.mode == cs.MODE_ADAPTIVE
@@ -124,7 +139,7 @@ class CutoffRun:
         device, or None when the sampler does not walk the schedule."""
         if not self.walks_schedule:
             return None
-        floor = cs.sigma_floor_index(self.evaluations, self.last_reported_step)
+        floor = cs.sigma_floor_index(self.evaluations, self.last_reported_step, self.lookahead)
         return self.schedule[floor] if floor < len(self.schedule) else None
 
     def should_drop(self, sigma, floor_sigma, known_sigma=None):
@@ -241,7 +256,7 @@ class GuidanceCutoffPatch:
     def sampler_sample_wrapper(self, executor, guider, sigmas, extra_args, callback, *args, **kwargs):
         schedule = sigmas.detach().float().cpu().tolist()  # once per run, before any step
         run = CutoffRun(self.settings, schedule, _walks_schedule(executor.class_obj),
-                        _one_evaluation_per_step(executor.class_obj, guider))
+                        _one_evaluation_per_step(executor.class_obj, guider), _schedule_lookahead(executor.class_obj))
         model_options = extra_args["model_options"]  # this run's own copy (CFGGuider.inner_sample)
         check_run_inputs(self.settings, run, guider, model_options)
         slot = model_options.get("sampler_calc_cond_batch_function")

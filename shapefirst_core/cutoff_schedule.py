@@ -127,18 +127,20 @@ def paper_a(total_steps, guided_steps):
     return total_steps - guided_steps
 
 
-def sigma_floor_index(evaluations_before, last_reported_step):
+def sigma_floor_index(evaluations_before, last_reported_step, lookahead=1):
     """An index ``f`` such that the next evaluation's sigma is ``>= schedule[f]``.
 
     For samplers that walk the schedule, step ``k`` evaluates at sigmas in
-    ``[schedule[k + 1], schedule[k]]``. The ``E``-th evaluation (0-based) belongs to a step
-    ``k <= E``; once the sampler has reported step ``c`` through its callback, the next
-    evaluations belong to step ``c`` (its later stages) or ``c + 1``. Either way the sigma
-    is at least ``schedule[min(E, c) + 1]``. Knowing this without reading the sigma from
+    ``[schedule[k + lookahead], schedule[k]]``: ``lookahead`` is 1 for most samplers, 2 for
+    heunpp2 (its step ``k`` also evaluates at ``schedule[k + 2]``). The ``E``-th evaluation
+    (0-based) belongs to a step ``k <= E``; once the sampler has reported step ``c`` through
+    its callback, the next evaluation is a later stage of step ``c`` or the first one of step
+    ``c + 1`` (at ``schedule[c + 1]``). Either way the sigma is at least
+    ``schedule[min(E, c) + lookahead]``. Knowing this without reading the sigma from
     the device avoids a GPU->CPU synchronisation at every step: the sigma is only read
     once this bound no longer proves the evaluation is above the cutoff.
     """
-    return min(evaluations_before, last_reported_step) + 1
+    return min(evaluations_before, last_reported_step) + lookahead
 
 
 def saved_share(full_evaluations, single_evaluations):

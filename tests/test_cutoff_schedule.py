@@ -68,6 +68,10 @@ def test_sigma_floor_index_bounds_the_evaluation():
     assert cs.sigma_floor_index(8, 3) == 4
     # no callback seen: counting evaluations alone still bounds it
     assert cs.sigma_floor_index(2, 100) == 3
+    # heunpp2's step k evaluates down to sigma[k + 2]: after step 3 was reported, its third
+    # evaluation may be at sigma[5], so sigma[4] is no bound
+    assert cs.sigma_floor_index(11, 3, lookahead=2) == 5
+    assert cs.sigma_floor_index(0, -1, lookahead=2) == 1
 
 
 def test_saved_share():

@@ -136,6 +136,7 @@ def test_keep_cond_from_the_start_equals_cfg_one(cutoff, schedule_math, model, c
 CALL_CASES = [(s, {}) for s in SINGLE_EVAL + MULTI_EVAL + ["dpm_fast", "dpm_adaptive"]] + [
     ("euler", {"denoise": 0.6}),
     ("heun", {"denoise": 0.6}),
+    ("heunpp2", {}),  # its step k evaluates down to sigma[k + 2]: step n-2 already reaches the cut
     ("euler", {"start_step": 2, "last_step": 7, "force_full_denoise": True}),
     ("dpmpp_2m", {"start_step": 3}),
 ]

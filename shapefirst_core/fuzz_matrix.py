@@ -31,6 +31,7 @@ KEEPS = ("uncond", "cond")
 
 # Other patches a user may have on the same model (the host's own nodes).
 PATCHES = ("pag", "sag", "slg", "slg_simple", "apg", "cfg_zero_star", "freeu", "controlnet", "area")
+# ("sag" with "area" can fail in ComfyUI itself: tests/test_reliability.py, sag_area_failure.)
 # Patches that call the UNet themselves, outside ComfyUI's calc_cond_batch slot.
 EXTRA_CALL_PATCHES = ("pag", "sag", "slg")
 

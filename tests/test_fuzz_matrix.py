@@ -34,6 +34,14 @@ def test_cutoff_edges_are_drawn():
             assert 0 <= c.cutoff["adaptive_min_steps"] <= c.cutoff["adaptive_max_steps"]
 
 
+def test_areas_fit_the_image_and_the_tiny_unet():
+    areas = [c.patches["area"] for c in fm.draw_cases(fm.DEFAULT_SEED, 0, 550) if "area" in c.patches]
+    assert all(a["x"] + a["width"] <= 64 and a["y"] + a["height"] <= 64 for a in areas)
+    # no 2x2-latent crop (see _patch_inputs), but narrow ones still are drawn
+    assert not any(a["width"] <= 16 and a["height"] <= 16 for a in areas)
+    assert any(16 in (a["width"], a["height"]) for a in areas)
+
+
 def test_restrict_calls_keeps_the_branch_rows_per_call():
     calls = [(4, (0, 1), (8, 8)), (2, (0,), (4, 4)), (6, (1, 0, 1), (8, 8))]
     assert fm.restrict_calls(calls, 1) == sorted([(2, (1,), (8, 8)), (4, (1, 1), (8, 8))])

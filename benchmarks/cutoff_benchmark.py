@@ -245,6 +245,13 @@ def unet_call_ms(patcher, inputs, steps, cfg, clock):
     return statistics.median(clock.elapsed_ms(s, e) for s, e in marks[2:] or marks)
 
 
+def device_allocation_count(clock):
+    """Memory segments the CUDA caching allocator has requested from the device so far."""
+    if not clock.cuda:
+        return None
+    return int(clock.torch.cuda.memory_stats(clock.device).get("num_device_alloc", 0))
+
+
 def timeline_once(patcher, inputs, steps, cfg, clock):
     """Where the time of one sampling run goes: per UNet call its device time and the device
     time before it that was not UNet work (the sampler's own kernels, and the device idling
@@ -396,10 +403,18 @@ def run_group(spec, model, args, clock, device, recompiles, sync_check):
 
     logged = len(recompiles.messages)
     times = {name: [] for name, *_ in variants}
+    # where a launch-bound run spends its time: host CPU seconds and the device memory
+    # segments the caching allocator had to request (cudaMalloc) during each run
+    cpu_seconds = {name: [] for name, *_ in variants}
+    device_allocations = {name: [] for name, *_ in variants}
     for repeat in range(repeats):
         shift = repeat % len(variants)  # rotate the order so no variant always runs first
         for name, patcher, cfg, _ in variants[shift:] + variants[:shift]:
+            cpu_before, allocations_before = time.process_time(), device_allocation_count(clock)
             times[name].append(sample_once(patcher, inputs, steps, cfg, clock)[0])
+            cpu_seconds[name].append(time.process_time() - cpu_before)
+            if allocations_before is not None:
+                device_allocations[name].append(device_allocation_count(clock) - allocations_before)
     counters_timed = compile_counters(device) if compiled else None
     logged_timed = len(recompiles.messages)
 
@@ -421,6 +436,8 @@ def run_group(spec, model, args, clock, device, recompiles, sync_check):
         "steps": steps, "regime": regime, "repeats": repeats, "full_s": full, "one_s": one,
         "unet_ms_b": unet_b, "unet_ms_2b": unet_2b, "unet_2b_over_b": unet_2b / unet_b,
         "runs_s": times, "warmup_s": {k: v["seconds"] for k, v in warmup.items()},
+        "cpu_s_median": {k: statistics.median(v) for k, v in cpu_seconds.items()},
+        "device_allocations_median": {k: statistics.median(v) for k, v in device_allocations.items() if v},
         "outputs_finite": all(bool(torch.isfinite(o).all()) for o in outputs.values()),
         "sync_debug_counts": syncs, "timeline": timeline,
     }
@@ -443,21 +460,33 @@ def run_group(spec, model, args, clock, device, recompiles, sync_check):
         guided = run.guided_steps()
         ideal = (guided * full + (steps - guided) * one) / steps
         cutoff = median[name]
-        # the same ratio within each interleaved round (its own full and one runs), then the
-        # median: slow drifts of a shared machine cancel out of it
-        paired = statistics.median(
-            c / ((guided * f + (steps - guided) * o) / steps)
-            for c, f, o in zip(times[name], times["full"], times["one"]))
+        _, interval = ratio_with_interval(times[name], times["full"], times["one"], guided, steps)
         cells.append({
             "model": model_name, "size": group["size"], "batch": batch, "steps": steps, "regime": regime,
             "a": a, "a_steps": steps - guided, "keep": keep, "full_s": full, "one_s": one, "cutoff_s": cutoff,
-            "ideal_s": ideal, "cutoff_over_ideal": paired, "cutoff_over_ideal_of_medians": cutoff / ideal,
+            "ideal_s": ideal, "cutoff_over_ideal": cutoff / ideal, "cutoff_over_ideal_90": interval,
             "saved_pct": 100.0 * (1.0 - cutoff / full),
             "ideal_saved_pct": 100.0 * (1.0 - ideal / full), "unet_ms_b": unet_b, "unet_ms_2b": unet_2b,
             "full_evaluations": run.full_evaluations, "single_evaluations": run.single_evaluations,
             "sigma_reads": run.sigma_reads,
         })
     return group, cells
+
+
+def ratio_with_interval(cutoff_runs, full_runs, one_runs, guided, steps, resamples=2000):
+    """cutoff/ideal from the medians, and a 90 % bootstrap interval of it (the interleaved
+    rounds resampled): how far the machine's noise leaves the ratio uncertain."""
+    import random
+
+    def ratio(rounds):
+        full = statistics.median(full_runs[r] for r in rounds)
+        one = statistics.median(one_runs[r] for r in rounds)
+        return statistics.median(cutoff_runs[r] for r in rounds) / ((guided * full + (steps - guided) * one) / steps)
+
+    everything = range(len(cutoff_runs))
+    pick = random.Random(SEED)
+    ratios = sorted(ratio(pick.choices(everything, k=len(everything))) for _ in range(resamples))
+    return ratio(everything), [ratios[int(0.05 * resamples)], ratios[int(0.95 * resamples) - 1]]
 
 
 # ---------------------------------------------------------------- output
@@ -495,18 +524,19 @@ def render_markdown(results):
         "",
         "full = both CFG branches every step; one = cfg 1 (one branch); a = share of steps without text; "
         "ideal = guided steps at the full time per step, the rest at the one-branch time; "
-        "cutoff/ideal = median over the interleaved rounds of each round's cutoff time over its own ideal; "
+        "cutoff/ideal with a 90 % bootstrap interval over the interleaved rounds (wide where the machine is noisy); "
         "UNet b / 2b = one UNet call for one branch / both (CUDA events).",
         "",
         "| model | batch | steps | regime | a | keep | full s | one s | cutoff s | ideal s | cutoff/ideal "
-        "| saved % | UNet b ms | UNet 2b ms | run |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| 90 % interval | saved % | UNet b ms | UNet 2b ms | run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in results["cells"]:
         lines.append(
             f"| {c['model']}@{c['size']} | {c['batch']} | {c['steps']} | {REGIME_LABELS[c['regime']]} | {c['a']:g} "
             f"| {c['keep']} | {c['full_s']:.3f} | {c['one_s']:.3f} | {c['cutoff_s']:.3f} | {c['ideal_s']:.3f} "
-            f"| {c['cutoff_over_ideal']:.3f} | {c['saved_pct']:.1f} | {c['unet_ms_b']:.1f} | {c['unet_ms_2b']:.1f} "
+            f"| {c['cutoff_over_ideal']:.3f} | {c['cutoff_over_ideal_90'][0]:.3f}–{c['cutoff_over_ideal_90'][1]:.3f} "
+            f"| {c['saved_pct']:.1f} | {c['unet_ms_b']:.1f} | {c['unet_ms_2b']:.1f} "
             f"| {c.get('source', '-')} |")
     compiled = [g for g in results["groups"] if "compile" in g]
     if compiled:
@@ -561,6 +591,18 @@ def merge(paths, notes):
     merged = dict(parts[0])
     merged["groups"] = [g for p in parts for g in p["groups"]]
     merged["cells"] = [c for p in parts for c in p["cells"]]
+    for group in merged["groups"]:  # intervals from the raw runs (older files have none)
+        runs = group["runs_s"]
+        for cell in merged["cells"]:
+            if all(cell[k] == group[k] for k in ("model", "batch", "steps", "regime")) and \
+                    cell.get("source") == group.get("source"):
+                guided = cell["steps"] - cell["a_steps"]
+                name = f"cutoff a={cell['a']:g} keep={cell['keep']}"
+                cell["cutoff_over_ideal"], cell["cutoff_over_ideal_90"] = ratio_with_interval(
+                    runs[name], runs["full"], runs["one"], guided, cell["steps"])
+    order = lambda item: (item["model"], REGIMES.index(item["regime"]), item["batch"], item["steps"])
+    merged["groups"].sort(key=order)  # stable: within a cell, the runs' order is kept
+    merged["cells"].sort(key=order)
     merged["skipped"] = [s for p in parts for s in p.get("skipped", [])]
     merged["errors"] = [e for p in parts for e in p.get("errors", [])]
     merged["notes"] = [n for p in parts for n in p.get("notes", [])] + list(notes)
@@ -685,6 +727,8 @@ def main(argv=None):
                   f"{t.get('gap_at_batch_change_ms')}, first call {t.get('first_call_after_change_ms')}", flush=True)
             print(f"    calls ms {[round(x, 2) for x in t['unet_call_ms']]}", flush=True)
             print(f"    gaps ms {[round(x, 2) for x in t['gap_ms']]}", flush=True)
+        print(f"  host CPU s per run: { {k: round(v, 3) for k, v in group['cpu_s_median'].items()} }; "
+              f"device allocations per run: {group['device_allocations_median']}", flush=True)
         if group["sync_debug_counts"]:
             print(f"  syncs per run: {json.dumps(group['sync_debug_counts'])}", flush=True)
     write_results(results, args.out, args.md)

@@ -105,6 +105,31 @@ def tiny(pack):
 
 
 @pytest.fixture(scope="session")
+def encode_prompts(tiny):
+    """(positive, negative) conditioning from a tiny SD1.5-shaped CLIP with the host's real
+    tokenizer, as CLIPTextEncode makes it."""
+    def encode(seed, prompt, negative=""):
+        import nodes
+        clip = tiny.tiny_clip("sd15", seed=seed)
+        encoder = nodes.CLIPTextEncode()
+        return encoder.encode(clip, prompt)[0], encoder.encode(clip, negative)[0]
+    return encode
+
+
+@pytest.fixture(scope="session")
+def reporting_cutoff(pack):
+    """apply_cutoff with the run summaries collected: (patched model, patch, messages)."""
+    cutoff, schedule = pack["nodes.cutoff_patch"], pack["shapefirst_core.cutoff_schedule"]
+
+    def apply(model, **settings):
+        messages = []
+        patched, patch = cutoff.apply_cutoff(model, schedule.CutoffSettings(**settings),
+                                             lambda message, run: messages.append(message))
+        return patched, patch, messages
+    return apply
+
+
+@pytest.fixture(scope="session")
 def server(host):
     """A running ComfyUI (CPU, loopback, this pack as its only custom node) for the whole session."""
     from shapefirst_core import headless

@@ -34,11 +34,8 @@ def vae(tiny):
 
 
 @pytest.fixture(scope="module")
-def conds(tiny):
-    import nodes
-    clip = tiny.tiny_clip("sd15", seed=2)
-    encode = nodes.CLIPTextEncode()
-    return encode.encode(clip, "a lighthouse on a cliff")[0], encode.encode(clip, "")[0]
+def conds(encode_prompts):
+    return encode_prompts(2, "a lighthouse on a cliff")
 
 
 @pytest.fixture(scope="module")

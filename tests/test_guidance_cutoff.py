@@ -36,11 +36,8 @@ def model(tiny):
 
 
 @pytest.fixture(scope="module")
-def conds(tiny):
-    import nodes
-    clip = tiny.tiny_clip("sd15", seed=1)
-    encode = nodes.CLIPTextEncode()
-    return encode.encode(clip, "a red cube on a wooden table")[0], encode.encode(clip, "")[0]
+def conds(encode_prompts):
+    return encode_prompts(1, "a red cube on a wooden table")
 
 
 @pytest.fixture(scope="module")
@@ -243,13 +240,11 @@ def test_an_existing_calc_cond_batch_hook_is_chained(cutoff, schedule_math, mode
     assert not torch.equal(out, reference)
 
 
-def test_nodes_after_the_cutoff_keep_it_applied(cutoff, schedule_math, model, conds, latent):
+def test_nodes_after_the_cutoff_keep_it_applied(reporting_cutoff, model, conds, latent):
     """Later nodes clone the model (ComfyUI deep-copies model_options): the cutoff still runs
     and says so, with the host's FreeU applied after it as an example."""
     from comfy_extras.nodes_freelunch import FreeU
-    messages = []
-    patched, patch = cutoff.apply_cutoff(model, schedule_math.CutoffSettings(guided_steps=5),
-                                         lambda message, run: messages.append(message))
+    patched, patch, messages = reporting_cutoff(model, guided_steps=5)
     for later in (patched.clone().clone(), FreeU().patch(patched, 1.1, 1.2, 0.9, 0.2)[0]):
         recorded, calls = record_unet(later)
         sample(recorded, conds, latent)

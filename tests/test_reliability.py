@@ -702,13 +702,11 @@ def test_bad_cutoff_input_through_the_server_names_it(server):
         server.run(prompt)
 
 
-def test_cfg_one_is_a_documented_noop(models, conds, cutoff, cs, cutoff_nodes):
+def test_cfg_one_is_a_documented_noop(models, conds, reporting_cutoff, cutoff_nodes):
     model = models["sd15"]
     positive, negative = conds["sd15"]
     latent = seeded_latent(2)
-    messages = []
-    patched, _ = cutoff.apply_cutoff(model, cs.CutoffSettings(guided_steps=1),
-                                     lambda message, run: messages.append(message))
+    patched, _, messages = reporting_cutoff(model, guided_steps=1)
     out = ksampler(patched, positive, negative, latent, cfg=1.0)
     assert torch.equal(out, ksampler(model, positive, negative, latent, cfg=1.0))
     assert messages and "no-op, cfg is 1" in messages[-1]
@@ -769,12 +767,10 @@ def tiny_flux(tiny):
     return model, conditioning(1.0), conditioning(0.0)
 
 
-def test_guidance_distilled_model_at_cfg_one_is_the_named_noop(tiny_flux, cutoff, cs):
+def test_guidance_distilled_model_at_cfg_one_is_the_named_noop(tiny_flux, reporting_cutoff):
     model, positive, negative = tiny_flux
     latent = seeded_latent(1, channels=16)
-    messages = []
-    patched, patch = cutoff.apply_cutoff(model, cs.CutoffSettings(guided_steps=1),
-                                         lambda message, run: messages.append(message))
+    patched, patch, messages = reporting_cutoff(model, guided_steps=1)
     out = ksampler(patched, positive, negative, latent, cfg=1.0, scheduler="simple")
     assert torch.equal(out, ksampler(model, positive, negative, latent, cfg=1.0, scheduler="simple"))
     assert "guidance-distilled and sampled at cfg 1" in messages[-1]
@@ -898,16 +894,14 @@ def test_16_channel_latents_in_the_frequency_nodes(freq, models, conds):
     assert traced.shape == (1, 4, SIZE, SIZE) and torch.equal(traced, ksampler(model, positive, negative, empty))
 
 
-def test_a_patch_that_takes_the_cutoffs_slot_afterwards_is_named(models, conds, cutoff, cs):
+def test_a_patch_that_takes_the_cutoffs_slot_afterwards_is_named(models, conds, cutoff, cs, reporting_cutoff):
     """ComfyUI's calc_cond_batch slot holds one function: a node applied after the cutoff that
     fills it (SkipLayerGuidanceDiTSimple) switches the cutoff off; the summary says so."""
     from comfy_extras import nodes_slg
     model = models["sd15"]
     positive, negative = conds["sd15"]
     latent = seeded_latent(1)
-    messages = []
-    patched, patch = cutoff.apply_cutoff(model, cs.CutoffSettings(guided_steps=1),
-                                         lambda message, run: messages.append(message))
+    patched, patch, messages = reporting_cutoff(model, guided_steps=1)
     after = nodes_slg.SkipLayerGuidanceDiTSimple.execute(patched, 0.0, 1.0, "7", "7").result[0]
     ksampler(after, positive, negative, latent)
     assert "not applied: SkipLayerGuidanceDiTSimple" in messages[-1] and patch.last_run.single_evaluations == 0

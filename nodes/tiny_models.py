@@ -12,7 +12,9 @@ import tempfile
 import torch
 
 import comfy.clip_vision
+import comfy.latent_formats
 import comfy.ldm.models.autoencoder
+import comfy.model_base
 import comfy.model_management
 import comfy.model_patcher
 import comfy.sd
@@ -61,8 +63,9 @@ def _check_architecture(architecture):
 
 
 @torch.no_grad()
-def _randomize(module, seed):
-    """Seeded weights: norms at identity, everything else small Gaussian noise.
+def randomize(module, seed):
+    """Fills ``module``'s parameters in place with seeded weights: norms at identity, biases
+    zero, everything else small Gaussian noise; the same seed gives the same weights.
 
     The host builds layers without initialising them (checkpoints overwrite them), so
     we fill every parameter ourselves, in a fixed order, to be reproducible.
@@ -94,18 +97,53 @@ def _model_config(architecture):
     return config
 
 
-def tiny_model(architecture="sd15", seed=0):
-    """A ModelPatcher around a tiny UNet of the given shape (``sd15``, or ``sdxl`` with its adm input)."""
-    _check_architecture(architecture)
-    config = _model_config(architecture)
-    model = config.get_model({}, device=comfy.model_management.unet_offload_device())
+def _patched(model, seed):
+    """The model's network in float32 with seeded weights, in the host's ModelPatcher."""
     model.diffusion_model.to(torch.float32)
-    _randomize(model.diffusion_model, seed)
+    randomize(model.diffusion_model, seed)
     return comfy.model_patcher.ModelPatcher(
         model,
         load_device=comfy.model_management.get_torch_device(),
         offload_device=comfy.model_management.unet_offload_device(),
     )
+
+
+def tiny_model(architecture="sd15", seed=0):
+    """A ModelPatcher around a tiny UNet of the given shape (``sd15``, or ``sdxl`` with its adm input)."""
+    _check_architecture(architecture)
+    config = _model_config(architecture)
+    return _patched(config.get_model({}, device=comfy.model_management.unet_offload_device()), seed)
+
+
+def tiny_flow_model(seed=0):
+    """A ModelPatcher around a tiny 16-channel flow-matching model: SD3's latent format and
+    shifted schedule (shift 3), CONST (flow) parameterization, on the tiny SD1.5-shaped UNet
+    with 16 input and output channels. For code that cares about the latent layout and the
+    parameterization, not about the SD3 transformer."""
+    config = _model_config("sd15")
+    config.unet_config.update(in_channels=16, out_channels=16)
+    config.latent_format = comfy.latent_formats.SD3()
+    config.sampling_settings = {"shift": 3.0}
+    model = comfy.model_base.BaseModel(config, model_type=comfy.model_base.ModelType.FLOW,
+                                       device=comfy.model_management.unet_offload_device())
+    return _patched(model, seed)
+
+
+# Flux-dev's layout (guidance embedding, 16-channel latents, 768-wide pooled and 4096-wide
+# text inputs) at 32 wide with one block of each kind.
+_FLUX_CONFIG = {"image_model": "flux", "guidance_embed": True, "in_channels": 16, "out_channels": 16,
+                "vec_in_dim": 768, "context_in_dim": 4096, "hidden_size": 32, "mlp_ratio": 2.0, "num_heads": 2,
+                "depth": 1, "depth_single_blocks": 1, "axes_dim": [4, 6, 6], "theta": 10000, "patch_size": 2,
+                "qkv_bias": True}
+
+
+def tiny_flux_model(seed=0):
+    """A ModelPatcher around a tiny Flux-dev-shaped model (the host's Flux classes: guidance
+    embedding, 16-channel latents, flow schedule); conditioning is ``[batch, rows, 4096]`` with a
+    768-wide ``pooled_output`` and a ``guidance`` value."""
+    config = comfy.supported_models.Flux(dict(_FLUX_CONFIG))
+    config.set_inference_dtype(torch.float32, None)
+    return _patched(config.get_model({}, device=comfy.model_management.unet_offload_device()), seed)
 
 
 def _sd15_clip_model(device="cpu", dtype=None, model_options={}):
@@ -123,14 +161,14 @@ def tiny_clip(architecture="sd15", seed=0):
         options = {"clip_l_model_config": dict(_CLIP_CONFIG), "clip_g_model_config": dict(_CLIP_CONFIG)}
     options["dtype"] = torch.float32
     clip = comfy.sd.CLIP(target=target, model_options=options)
-    _randomize(clip.cond_stage_model, seed)
+    randomize(clip.cond_stage_model, seed)
     return clip
 
 
 def tiny_vae(seed=0):
     """An AutoencoderKL with the SD latent layout (4 channels, 8x downscale), a few channels wide."""
     autoencoder = comfy.ldm.models.autoencoder.AutoencoderKL(**_VAE_CONFIG["params"])
-    _randomize(autoencoder, seed)
+    randomize(autoencoder, seed)
     # Through the host's VAE class, so encode/decode, tiling and devices are the real ones.
     return comfy.sd.VAE(sd=autoencoder.state_dict(), config=_VAE_CONFIG, dtype=torch.float32)
 
@@ -176,7 +214,7 @@ def tiny_text_encoder(family="sd1", seed=0, embedding_directory=None):
         options["t5xxl_model_config"] = dict(_SD3_T5_CONFIG)
     options["dtype"] = torch.float32
     clip = comfy.sd.CLIP(target=target, embedding_directory=embedding_directory, model_options=options)
-    _randomize(clip.cond_stage_model, seed)
+    randomize(clip.cond_stage_model, seed)
     return clip
 
 
@@ -196,5 +234,5 @@ def tiny_clip_vision(seed=0):
         model = comfy.clip_vision.ClipVisionModel(f.name)
     finally:
         os.unlink(f.name)
-    _randomize(model.model, seed)
+    randomize(model.model, seed)
     return model

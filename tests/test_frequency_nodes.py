@@ -41,22 +41,8 @@ def conds(encode_prompts):
 @pytest.fixture(scope="module")
 def flow16(tiny):
     """A tiny 16-channel flow-matching model (SD3's latent format and schedule, CONST
-    parameterization) from the host's classes: the UNet body is SD1.5-shaped, which is
-    all the frequency nodes care about."""
-    import comfy.latent_formats
-    import comfy.model_base
-    import comfy.model_management
-    import comfy.model_patcher
-    config = tiny._model_config("sd15")
-    config.unet_config.update(in_channels=16, out_channels=16)
-    config.latent_format = comfy.latent_formats.SD3()
-    config.sampling_settings = {"shift": 3.0}
-    base = comfy.model_base.BaseModel(config, model_type=comfy.model_base.ModelType.FLOW,
-                                      device=comfy.model_management.unet_offload_device())
-    base.diffusion_model.to(torch.float32)
-    tiny._randomize(base.diffusion_model, 5)
-    return comfy.model_patcher.ModelPatcher(base, load_device=comfy.model_management.get_torch_device(),
-                                            offload_device=comfy.model_management.unet_offload_device())
+    parameterization): the UNet body is SD1.5-shaped, which is all the frequency nodes care about."""
+    return tiny.tiny_flow_model(seed=5)
 
 
 def node(cls, unique_id="7"):

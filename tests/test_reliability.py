@@ -69,7 +69,7 @@ def tiny_controlnet(tiny, model, seed=4):
     config.update(hint_channels=3, dtype=torch.float32, device=comfy.model_management.unet_offload_device(),
                   operations=comfy.ops.disable_weight_init)
     control_model = comfy.cldm.cldm.ControlNet(**config)
-    tiny._randomize(control_model, seed)
+    tiny.randomize(control_model, seed)
     return comfy.controlnet.ControlNet(control_model, load_device=comfy.model_management.get_torch_device())
 
 
@@ -739,26 +739,11 @@ def test_missing_negative_through_the_server_is_named(server):
         server.run(prompt)
 
 
-FLUX_CONFIG = {"image_model": "flux", "guidance_embed": True, "in_channels": 16, "out_channels": 16,
-               "vec_in_dim": 768, "context_in_dim": 4096, "hidden_size": 32, "mlp_ratio": 2.0, "num_heads": 2,
-               "depth": 1, "depth_single_blocks": 1, "axes_dim": [4, 6, 6], "theta": 10000, "patch_size": 2,
-               "qkv_bias": True}
-
-
 @pytest.fixture(scope="module")
 def tiny_flux(tiny):
     """A Flux-dev-shaped model (guidance embedding, 16-channel latents, flow schedule) from the
     host's classes, 32 wide with one block of each kind; conditioning of Flux's shapes."""
-    import comfy.model_management
-    import comfy.model_patcher
-    import comfy.supported_models
-    config = comfy.supported_models.Flux(dict(FLUX_CONFIG))
-    config.set_inference_dtype(torch.float32, None)
-    base = config.get_model({}, device=comfy.model_management.unet_offload_device())
-    base.diffusion_model.to(torch.float32)
-    tiny._randomize(base.diffusion_model, 6)
-    model = comfy.model_patcher.ModelPatcher(base, load_device=comfy.model_management.get_torch_device(),
-                                             offload_device=comfy.model_management.unet_offload_device())
+    model = tiny.tiny_flux_model(seed=6)
     generator = torch.Generator().manual_seed(6)
 
     def conditioning(scale):
@@ -821,7 +806,7 @@ def test_t5_only_and_non_clip_text_encoders_in_the_eos_nodes(eos, tiny):
     pixart = comfy.sd.CLIP(target=target(comfy.text_encoders.pixart_t5.PixArtTokenizer,
                                          comfy.text_encoders.pixart_t5.pixart_te()), model_options=t5)
     for clip in (sd3_t5, pixart):
-        tiny._randomize(clip.cond_stage_model, 7)
+        tiny.randomize(clip.cond_stage_model, 7)
 
     before = clip_state(sd3_t5)
     full, eos_only, prompt_only, token_map = eos_split(eos, sd3_t5, "a red cube")

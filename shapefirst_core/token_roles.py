@@ -168,6 +168,21 @@ def swap_sources(token_roles, eos_roles, eos_scope):
     return sources
 
 
+def swap_row_pairs(block, eos_block, eos_scope):
+    """(targets, sources): the rows of one encoder's block (EncoderRows) of the token prompt
+    that take a row of the [EOS] prompt's block, and those rows, chunk by chunk, as absolute
+    row indices (``swap_sources`` per chunk)."""
+    targets, sources = [], []
+    for chunk, eos_chunk, start, eos_start in zip(block.chunks, eos_block.chunks,
+                                                  block.chunk_starts(), eos_block.chunk_starts()):
+        roles, eos_roles = [row.role for row in chunk], [row.role for row in eos_chunk]
+        for row, source in enumerate(swap_sources(roles, eos_roles, eos_scope)):
+            if source is not None:
+                targets.append(start + row)
+                sources.append(eos_start + source)
+    return targets, sources
+
+
 def pad_to_same_chunk_count(tokens_a, tokens_b, empty_tokens):
     """Both tokenizations with the same number of chunks per encoder: the shorter one gets
     chunks of the empty prompt appended, as the host's CLIPTextEncodeSDXL does for text_l/text_g.
@@ -228,3 +243,26 @@ def format_encoder_map(encoder, where, chunks, first_row=None):
             index = end + 1
         start += len(chunk)
     return lines
+
+
+def format_token_map(family_name, pooled_source, rows, columns, blocks):
+    """The token map text: the text encoder family, the conditioning's size (``rows`` x
+    ``columns``), where its pooled output is read, then each encoder's rows (``blocks``:
+    EncoderRows, ``first_row`` None for one that adds no rows)."""
+    lines = [
+        f"Text encoder: {family_name}",
+        f"Conditioning: {rows} rows x {columns} columns",
+        f"pooled_output: {pooled_source}",
+        "Roles: SOS = start token, prompt = a prompt token, EOS = the first end token, "
+        "padding = the rows after it",
+        "",
+    ]
+    for block in blocks:
+        if block.first_row is None:
+            where = "feeds only the pooled output, adds no rows"
+        else:
+            where = (f"rows {block.first_row}-{block.first_row + block.row_count - 1}, "
+                     f"columns {block.columns[0]}-{block.columns[1] - 1}")
+        lines += format_encoder_map(f"{block.name} (tokens '{block.key}')", where, block.chunks, block.first_row)
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"

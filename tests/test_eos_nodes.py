@@ -15,12 +15,13 @@ WIDTH_L, WIDTH_H, WIDTH_G, WIDTH_T5 = 32, 40, 48, 24  # tiny_text_encoder's widt
 
 @pytest.fixture(scope="module")
 def eos(pack):
-    return pack["nodes.eos_tokens"]
+    """The [EOS] machinery the nodes use (the nodes themselves run through the host's registry)."""
+    return pack["nodes.eos_conditioning"]
 
 
 @pytest.fixture(scope="module")
-def tr(eos):
-    return eos.tr
+def tr(pack):
+    return pack["shapefirst_core.token_roles"]
 
 
 @pytest.fixture(scope="module")

@@ -86,6 +86,16 @@ def test_swap_aligns_from_the_first_eos_and_repeats_the_last_row():
     assert tr.swap_sources(short, long, tr.EOS_SCOPE_FIRST) == [None, None, 4, None, None, None]
 
 
+def test_swap_row_pairs_are_absolute_rows_chunk_by_chunk():
+    def block(first_row, *chunks):
+        rows = tuple(tuple(tr.TokenRow(role, role) for role in chunk) for chunk in chunks)
+        return tr.EncoderRows("CLIP-L", "l", first_row, (0, 4), rows)
+    short = [SOS, PROMPT, EOS, PADDING]
+    long = [SOS, PROMPT, PROMPT, EOS]
+    targets, sources = tr.swap_row_pairs(block(0, short, long), block(10, long, short), tr.EOS_SCOPE_BLOCK)
+    assert targets == [2, 3, 7] and sources == [13, 13, 16]
+
+
 def test_pad_to_same_chunk_count_appends_empty_chunks_without_touching_inputs():
     a = {"l": [["a1"], ["a2"]], "t5xxl": [["ta"]]}
     b = {"l": [["b1"]], "t5xxl": [["tb"]]}
@@ -122,6 +132,19 @@ def test_pooled_only_encoder_counts_positions_per_chunk():
     chunk = tuple(tr.chunk_rows(positions([0, 0]), has_start=True))
     lines = tr.format_encoder_map("CLIP-L", "pooled only", [chunk, chunk], first_row=None)
     assert "chunk 2 (positions 0-1)" in lines[4]
+
+
+def test_token_map_names_the_family_size_and_every_encoder():
+    chunk = tuple(tr.chunk_rows(positions([0, 1, 0]), has_start=True))
+    blocks = [tr.EncoderRows("T5-XXL", "t5xxl", 0, (0, 24), (chunk,)),
+              tr.EncoderRows("CLIP-L", "l", None, None, (chunk,))]
+    text = tr.format_token_map("Flux", "CLIP-L at the first [EOS]", 3, 24, blocks)
+    lines = text.splitlines()
+    assert lines[:3] == ["Text encoder: Flux", "Conditioning: 3 rows x 24 columns",
+                         "pooled_output: CLIP-L at the first [EOS]"]
+    assert "T5-XXL (tokens 't5xxl'): rows 0-2, columns 0-23" in lines
+    assert "CLIP-L (tokens 'l'): feeds only the pooled output, adds no rows" in lines
+    assert text.endswith("t2\n") and not text.endswith("\n\n")
 
 
 def test_check_choice_names_the_input_and_its_options():

@@ -162,6 +162,18 @@ def _draw_panel(draw, panel, points, top, x_at, font, small):
         legend_y += 18
 
 
+def strip_steps(total_steps, columns):
+    """Which steps (from 0) the strip shows: ``columns`` steps spread evenly from the first
+    to the last."""
+    if total_steps <= 0:
+        return []
+    if columns >= total_steps:
+        return list(range(total_steps))
+    if columns == 1:
+        return [total_steps - 1]
+    return sorted({round(i * (total_steps - 1) / (columns - 1)) for i in range(columns)})
+
+
 def compose_strip(rows, column_labels, row_labels, cell=128):
     """A grid image: ``rows[r][c]`` are HxWx3 uint8 arrays (numpy), resized to ``cell`` wide."""
     label_w, header_h = 110, 22

@@ -11,6 +11,11 @@ A payload is ``{"kind", "title", "panels", "points", "cutoff", ...}``:
 import json
 import math
 
+# Names shared with js/frequency_chart.js: the node's UI output key and the live events.
+UI_KEY = "shapefirst_frequency"
+EVENT_START = "shapefirst.frequency.start"
+EVENT_STEP = "shapefirst.frequency.step"
+
 KIND_TRACE = "trace"
 KIND_FORWARD = "forward"
 

@@ -188,6 +188,13 @@ def test_tick_labels_tell_close_values_apart():
     assert ticks[0] <= 0.03 and ticks[-1] >= 14.6 and len(ticks) <= 8
 
 
+def test_strip_steps_spread_from_first_to_last():
+    assert fp.strip_steps(20, 6) == [0, 4, 8, 11, 15, 19]
+    assert fp.strip_steps(4, 6) == [0, 1, 2, 3]
+    assert fp.strip_steps(4, 1) == [3]
+    assert fp.strip_steps(0, 3) == []
+
+
 def test_strip_grid_has_a_cell_per_component_and_step():
     tile = np.full((16, 16, 3), 200, dtype=np.uint8)
     image = fp.compose_strip([[tile] * 3] * 2, ["a", "b", "c"], ["x", "y"], cell=40)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from shapefirst_core import frequency_report as fr
 from test_frequency_bands import numpy_low_pass
 
 pytestmark = pytest.mark.host
@@ -189,7 +190,7 @@ def test_trace_outputs_plot_strip_json_and_ui(freq, euler_run):
     assert 0.0 <= plot.min() and plot.max() <= 1.0 and plot.std() > 0.05
     # Three rows (x0, low, high) of three decoded steps under a label row.
     assert strip.shape[1] == 22 + 3 * 128 and strip.shape[2] == 110 + 3 * 128
-    assert ui == {freq.UI_KEY: [data]}
+    assert ui == {fr.UI_KEY: [data]}
     assert data["kind"] == "trace" and data["parameterization"] == "EPS" and data["cutoff"] is None
     assert len(data["points"]) == data["total_steps"] == STEPS
 

@@ -1,0 +1,291 @@
+"""What the frequency nodes (``frequency``) do with the host: band summaries on its device
+(with a CPU fallback), the trace recorder installed on a clone of the model, KSampler's own
+sampling path, the forward (noising) process, decoding and chart messages to the browser.
+
+The band math, the payload format and the drawings need no host: ``shapefirst_core``'s
+``frequency_bands``, ``frequency_report`` and ``frequency_plot``.
+"""
+import logging
+
+import numpy as np
+import torch
+
+import comfy.model_management
+import comfy.patcher_extension
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import latent_preview
+
+from ..shapefirst_core import frequency_bands as fb
+from ..shapefirst_core import frequency_plot as fp
+from ..shapefirst_core import frequency_report as fr
+from . import cutoff_patch
+
+WRAPPER_KEY = "shapefirst_frequency_trace"
+
+log = logging.getLogger("ShapeFirst")
+
+
+# ---------------------------------------------------------------- devices and messages
+
+def compute_device():
+    return comfy.model_management.get_torch_device()
+
+
+def run_with_fallback(function, *tensors):
+    """``function(*tensors)`` in float32 on the host's device; on the CPU if that device
+    cannot (no FFT support, out of memory). Results stay where they were computed."""
+    device = compute_device()
+    try:
+        return function(*(t.to(device, torch.float32) for t in tensors))
+    except (RuntimeError, NotImplementedError) as error:
+        if torch.device(device).type == "cpu":
+            raise
+        log.warning("ShapeFirst: FFT on %s failed (%s); computing on the CPU instead.", device, error)
+        return function(*(t.to("cpu", torch.float32) for t in tensors))
+
+
+def live_sender(node_id):
+    """Sends chart events to the client that queued the prompt; None when there is no such
+    client (API calls without client_id, tests): nothing is broadcast to other users."""
+    try:
+        from server import PromptServer
+    except ImportError:
+        return None
+    server = getattr(PromptServer, "instance", None)
+    client_id = getattr(server, "client_id", None)
+    if server is None or client_id is None or node_id is None:
+        return None
+
+    def send(event, data):
+        server.send_sync(event, {"node": str(node_id), **data}, client_id)
+    return send
+
+
+def to_image(pil_image):
+    """PIL RGB -> ComfyUI IMAGE [1, H, W, 3] in 0..1."""
+    array = np.asarray(pil_image.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(array)[None].to(comfy.model_management.intermediate_device())
+
+
+def to_uint8(images):
+    """IMAGE [N, H, W, 3] (or video [N, T, H, W, 3]: first frame) -> list of uint8 arrays."""
+    if images.ndim == 5:
+        images = images[:, 0]
+    return [np.clip(image.detach().float().cpu().numpy() * 255.0, 0, 255).astype(np.uint8)[..., :3] for image in images]
+
+
+def check_latent(samples, model, name):
+    """A clear error (naming the input) when a latent does not fit the model."""
+    problem = fb.check_spatial(samples, name)
+    if problem:
+        raise ValueError(problem)
+    expected = model.get_model_object("latent_format").latent_channels
+    if samples.shape[1] != expected and torch.count_nonzero(samples) > 0:
+        raise ValueError(
+            f"{name} has {samples.shape[1]} channels but this model works on {expected}-channel latents: "
+            f"encode the image with this model's VAE, or use a latent made for this model.")
+
+
+def check_cutoff(cutoff_radius):
+    problem = fb.check_cutoff(cutoff_radius)
+    if problem:
+        raise ValueError(problem)
+
+
+def parameterization(model_sampling):
+    """EPS, V_PREDICTION, CONST (flow), ...: the host's class name for how the model predicts."""
+    for base in type(model_sampling).__mro__:
+        if base.__module__ == "comfy.model_sampling" and not base.__name__.startswith("ModelSampling"):
+            return base.__name__
+    return type(model_sampling).__name__
+
+
+def model_input(model_sampling, sigma, x):
+    """x_t as the network sees it (EPS: divided by sqrt(1 + sigma^2), the paper's VP x_t;
+    flow: unchanged), so forward and reverse curves share one scale."""
+    return model_sampling.calculate_input(torch.as_tensor(sigma, dtype=torch.float32, device=x.device), x)
+
+
+def summaries(*tensors, cutoff):
+    """Batch-mean (low, high, ratio) of each tensor, one device->host copy for all."""
+    def compute(*xs):
+        return torch.stack([fb.band_summary(x, cutoff) for x in xs])
+    return run_with_fallback(compute, *tensors).cpu().tolist()
+
+
+def split_bands(samples, cutoff_radius, name="latent"):
+    """(low, high) of a latent, on the host's intermediate device; a clear error naming
+    ``name`` when it has no spatial axes."""
+    problem = fb.check_spatial(samples, name)
+    if problem:
+        raise ValueError(problem)
+    low, high = run_with_fallback(lambda x: fb.split(x, cutoff_radius), samples)
+    out_device = comfy.model_management.intermediate_device()
+    return low.to(out_device), high.to(out_device)
+
+
+# ---------------------------------------------------------------- trace
+
+class TraceRecorder:
+    """Records one sampler run of a cloned model. Installed as a post-CFG function (sees
+    both predictions of each evaluation) and a SAMPLER_SAMPLE wrapper (sees the schedule
+    and wraps the step callback). Returns every prediction unchanged."""
+
+    def __init__(self, model, cutoff_radius, strip_columns, send=None):
+        self.model_sampling = model.get_model_object("model_sampling")
+        self.cutoff_radius = cutoff_radius
+        self.strip_columns = strip_columns
+        self.send = send
+        self.sigmas = []
+        self.points = []
+        self.strip_x0 = {}  # step -> predicted x0 (model space) for the strip
+        self.strip_steps = set()
+        self.last_evaluation = (None, None)  # (guidance tensor or None, branches)
+        self.cutoff_run = None
+        self._single_seen = 0
+
+    def traced(self, model):
+        """A clone of ``model`` with this recorder installed; the input stays as it is."""
+        traced = model.clone()
+        traced.set_model_sampler_post_cfg_function(self.post_cfg)
+        traced.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.SAMPLER_SAMPLE, WRAPPER_KEY,
+                                    self.sampler_sample_wrapper)
+        return traced
+
+    @property
+    def total_steps(self):
+        return max(len(self.sigmas) - 1, 0)
+
+    def post_cfg(self, args):
+        cond, uncond, x, sigma = args["cond_denoised"], args["uncond_denoised"], args["input"], args["sigma"]
+        run = args["model_options"].get(cutoff_patch.RUN_STATE_KEY)
+        if run is not None:
+            self.cutoff_run = run
+        if uncond is None or args.get("uncond") is None:
+            # cfg 1: the host evaluated the conditional branch only (uncond_denoised is zeros)
+            self.last_evaluation = (None, fr.ONE_BRANCH)
+            return args["denoised"]
+        branches = fr.BOTH_BRANCHES
+        if run is not None:
+            # The cutoff counts its single-branch evaluations: a new one means this was one.
+            if run.single_evaluations > self._single_seen:
+                branches = fr.ONE_BRANCH
+            self._single_seen = run.single_evaluations
+        self.last_evaluation = (self.guidance(cond, uncond, x, sigma), branches)
+        return args["denoised"]
+
+    def guidance(self, cond, uncond, x, sigma):
+        """RMS of the two branches' difference in the model's output units, batch mean:
+        (x0_u - x0_c) / sigma, which is eps_c - eps_u for noise-predicting models (x = x0 +
+        sigma * eps) and the velocity difference for flow models (x0 = x - sigma * v)."""
+        sigma = sigma.to(torch.float32).reshape((-1,) + (1,) * (x.ndim - 1))
+        return fb.rms((uncond.float() - cond.float()) / sigma).mean()
+
+    def sampler_sample_wrapper(self, executor, guider, sigmas, extra_args, callback, *args, **kwargs):
+        self.sigmas = sigmas.detach().float().cpu().tolist()  # once per run
+        total = self.total_steps
+        self.points = []
+        self.strip_steps = set(fp.strip_steps(total, self.strip_columns))
+        if self.send is not None:
+            self.send(fr.EVENT_START, {"kind": fr.KIND_TRACE, "total_steps": total, "panels": fr.panels(fr.KIND_TRACE),
+                                       "title": "sampling trace (live)", "cutoff_radius": self.cutoff_radius})
+
+        def record(step, x0, x, total_steps):
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            self.record(step, x0, x)
+            if callback is not None:
+                callback(step, x0, x, total_steps)
+
+        return executor(guider, sigmas, extra_args, record, *args, **kwargs)
+
+    def record(self, step, x0, x):
+        sigma = self.sigmas[step] if step < len(self.sigmas) else None
+        guidance, branches = self.last_evaluation
+        self.last_evaluation = (None, None)
+        xt, x0_bands = summaries(model_input(self.model_sampling, sigma, x), x0, cutoff=self.cutoff_radius)
+        guidance = None if guidance is None else float(guidance)
+        point = fr.trace_point(step + 1, sigma, xt, x0_bands, guidance, branches)
+        self.points.append(point)
+        if step in self.strip_steps:
+            self.strip_x0[step] = x0.detach().to(comfy.model_management.intermediate_device(), copy=True)
+        if self.send is not None:
+            self.send(fr.EVENT_STEP, {"point": point})
+
+    def cutoff_marker(self, total_steps):
+        run = self.cutoff_run
+        if run is None or not run.dropped:
+            return None
+        return fr.cutoff_marker(run.guided_steps(), total_steps, run.settings.keep, run.drop_sigma)
+
+    def payload(self, title, latent_shape):
+        """The recorded run as a ``frequency_report`` payload."""
+        total = self.total_steps
+        return fr.payload(
+            fr.KIND_TRACE, title, self.points, self.cutoff_radius, total, self.cutoff_marker(total),
+            parameterization=parameterization(self.model_sampling),
+            latent_shape=list(latent_shape), sigmas=[fr.clean(s) for s in self.sigmas])
+
+
+def sample_like_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent, denoise):
+    """The host's KSampler path (nodes.common_ksampler), step for step, so results match."""
+    latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
+    callback = latent_preview.prepare_callback(model, steps)
+    samples = comfy.sample.sample(
+        model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise=denoise,
+        noise_mask=latent.get("noise_mask"), callback=callback,
+        disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+    return {**latent, "samples": samples}
+
+
+def decode_strip(vae, model, recorder, cutoff_radius):
+    """The predicted x0 of a few steps, its low and its high part, decoded (first image of the batch)."""
+    if vae is None:
+        return fp.message_image("Connect a VAE to see the decoded low/high parts per step.")
+    latent_format = model.get_model_object("latent_format")
+    steps = sorted(recorder.strip_x0)
+    rows = [[], [], []]
+    bar = comfy.utils.ProgressBar(len(steps))
+    for index, step in enumerate(steps):
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        x0 = recorder.strip_x0[step][:1]
+        low, _ = run_with_fallback(lambda x: fb.split(x, cutoff_radius), x0)
+        x0_out = latent_format.process_out(x0.float())
+        low_out = latent_format.process_out(low.to(x0.device))
+        # The latent's offset (SD3/Flux shift) belongs to the constant, i.e. low, part.
+        decoded = vae.decode(torch.cat([x0_out, low_out, x0_out - low_out]))
+        for row, image in zip(rows, to_uint8(decoded)):
+            row.append(image)
+        bar.update_absolute(index + 1)
+    labels = [f"step {step + 1}" for step in steps]
+    return fp.compose_strip(rows, labels, ["predicted x0", "low", "high"])
+
+
+# ---------------------------------------------------------------- forward process
+
+def forward_curves(model, samples, steps, scheduler, seed, cutoff_radius):
+    """Points of x_t = noise_scaling(sigma, noise, x0) over the scheduler's sigmas, x0 being
+    the latent in the model's own scaling (latent_format.process_in)."""
+    model_sampling = model.get_model_object("model_sampling")
+    latent_format = model.get_model_object("latent_format")
+    sigmas = comfy.samplers.calculate_sigmas(model_sampling, scheduler, steps).float().cpu()
+    noise = comfy.sample.prepare_noise(samples, seed)  # the host's seeded CPU noise
+    x0 = latent_format.process_in(samples.float())
+    bar = comfy.utils.ProgressBar(len(sigmas))
+
+    def compute(x0, noise):
+        rows = []
+        for index, sigma in enumerate(sigmas.tolist()):
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            sigma_t = torch.tensor(sigma, dtype=torch.float32, device=x0.device)
+            xt = model_sampling.noise_scaling(sigma_t, noise, x0)
+            rows.append(fb.band_summary(model_input(model_sampling, sigma, xt), cutoff_radius))
+            bar.update_absolute(index + 1)
+        return torch.stack(rows)
+
+    values = run_with_fallback(compute, x0, noise).cpu().tolist()
+    timesteps = model_sampling.timestep(sigmas).float().cpu().tolist()
+    points = [fr.forward_point(i + 1, s, t, v) for i, (s, t, v) in enumerate(zip(sigmas.tolist(), timesteps, values))]
+    return points, parameterization(model_sampling)

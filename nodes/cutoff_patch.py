@@ -47,34 +47,31 @@ _SCHEDULE_LOOKAHEAD = {"sample_heunpp2": 2}
 log = logging.getLogger("ShapeFirst")
 
 
+def _sampler_function(sampler):
+    """(module, name) of the function a KSAMPLER runs; empty strings for other samplers."""
+    function = getattr(sampler, "sampler_function", None)
+    return getattr(function, "__module__", "") or "", getattr(function, "__name__", "") or ""
+
+
 def _walks_schedule(sampler):
     """True for the host's samplers, which evaluate step by step along the schedule."""
-    function = getattr(sampler, "sampler_function", None)
-    if function is None:
-        return False
-    name = getattr(function, "__name__", "")
-    return name not in _OFF_SCHEDULE_SAMPLERS and getattr(function, "__module__", "") in _SCHEDULE_SAMPLER_MODULES
+    module, name = _sampler_function(sampler)
+    return name not in _OFF_SCHEDULE_SAMPLERS and module in _SCHEDULE_SAMPLER_MODULES
 
 
 def _schedule_lookahead(sampler):
     """How many schedule sigmas past its start a step of this sampler may evaluate at."""
-    function = getattr(sampler, "sampler_function", None)
-    if getattr(function, "__module__", "") != "comfy.k_diffusion.sampling":
-        return 1
-    return _SCHEDULE_LOOKAHEAD.get(getattr(function, "__name__", ""), 1)
+    module, name = _sampler_function(sampler)
+    return _SCHEDULE_LOOKAHEAD.get(name, 1) if module == "comfy.k_diffusion.sampling" else 1
 
 
 def _one_evaluation_per_step(sampler, guider):
     """True when this run's k-th model evaluation is at schedule[k]: a host sampler of
     that kind, and a guider that evaluates through ComfyUI's CFG function once per call."""
-    function = getattr(sampler, "sampler_function", None)
-    if getattr(function, "__module__", "") != "comfy.k_diffusion.sampling":
-        return False
-    if getattr(function, "__name__", "") not in _ONE_EVALUATION_PER_STEP:
-        return False
-    if getattr(sampler, "extra_options", {}).get("s_churn", 0):
-        return False
-    return getattr(type(guider), "predict_noise", None) is comfy.samplers.CFGGuider.predict_noise
+    module, name = _sampler_function(sampler)
+    return (module == "comfy.k_diffusion.sampling" and name in _ONE_EVALUATION_PER_STEP
+            and not getattr(sampler, "extra_options", {}).get("s_churn", 0)
+            and getattr(type(guider), "predict_noise", None) is comfy.samplers.CFGGuider.predict_noise)
 
 
 def relative_guidance(cond_pred, uncond_pred, x):
@@ -99,7 +96,6 @@ class CutoffRun:
         self.walks_schedule = walks_schedule
         self.one_evaluation_per_step = one_evaluation_per_step
         self.lookahead = lookahead  # a step k evaluates at sigmas down to schedule[k + lookahead]
-        self.calls = 0  # model evaluations of this run so far, counted before each one
         self.cut_sigma = cs.cutoff_sigma_for(settings, schedule)
         self.adaptive = settings.mode == cs.MODE_ADAPTIVE
         self.adaptive_floor = cs.adaptive_floor_sigma(settings, schedule) if self.adaptive else None
@@ -130,8 +126,9 @@ class CutoffRun:
 
     def known_sigma(self):
         """The next evaluation's sigma when it is known without reading the device."""
-        if self.one_evaluation_per_step and self.calls < len(self.schedule):
-            return self.schedule[self.calls]
+        calls = self.evaluations + self.no_uncond_evaluations  # every model evaluation so far
+        if self.one_evaluation_per_step and calls < len(self.schedule):
+            return self.schedule[calls]
         return None
 
     def known_floor_sigma(self):
@@ -234,13 +231,12 @@ class GuidanceCutoffPatch:
         run = args["model_options"].get(RUN_STATE_KEY)
         if run is None:  # called outside a sampler run we set up: behave like the host
             return self._compute(args, conds)
-        known_sigma = run.known_sigma()
-        floor_sigma = known_sigma if known_sigma is not None else run.known_floor_sigma()
-        run.calls += 1
         if conds[0] is None or conds[1] is None:
             run.no_uncond_evaluations += 1
             return self._compute(args, conds)
         keep = self.settings.kept_branch
+        known_sigma = run.known_sigma()
+        floor_sigma = known_sigma if known_sigma is not None else run.known_floor_sigma()
         if run.should_drop(args["sigma"], floor_sigma, known_sigma):
             single = [None, None]
             single[keep] = conds[keep]

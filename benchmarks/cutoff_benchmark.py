@@ -215,14 +215,19 @@ class Clock:
         return start.elapsed_time(end) if self.cuda else 1000.0 * (end - start)
 
 
-def sample_once(patcher, inputs, steps, cfg, clock):
-    """One comfy.sample.sample run; returns (seconds, output latent)."""
+def _sample(patcher, inputs, steps, cfg):
+    """comfy.sample.sample as the KSampler node calls it, on this group's inputs."""
     import comfy.sample
     positive, negative, latent, noise = inputs
+    return comfy.sample.sample(patcher, noise, steps, cfg, SAMPLER, SCHEDULER, positive, negative, latent,
+                               disable_pbar=True, seed=SEED)
+
+
+def sample_once(patcher, inputs, steps, cfg, clock):
+    """One sampling run; returns (seconds, output latent)."""
     clock.sync()
     start = time.perf_counter()
-    out = comfy.sample.sample(patcher, noise, steps, cfg, SAMPLER, SCHEDULER, positive, negative, latent,
-                              disable_pbar=True, seed=SEED)
+    out = _sample(patcher, inputs, steps, cfg)
     clock.sync()
     return time.perf_counter() - start, out
 
@@ -230,19 +235,8 @@ def sample_once(patcher, inputs, steps, cfg, clock):
 def unet_call_ms(patcher, inputs, steps, cfg, clock):
     """Median time of one UNet call in a sampling run, timed around the host's own call
     through ``model_function_wrapper``; the first two calls are left out."""
-    marks = []
-
-    def timed_call(apply_model, args):
-        start = clock.mark()
-        out = apply_model(args["input"], args["timestep"], **args["c"])
-        marks.append((start, clock.mark()))
-        return out
-
-    timed = patcher.clone()
-    timed.set_model_unet_function_wrapper(timed_call)
-    sample_once(timed, inputs, steps, cfg, clock)
-    clock.sync()
-    return statistics.median(clock.elapsed_ms(s, e) for s, e in marks[2:] or marks)
+    calls = timeline_once(patcher, inputs, steps, cfg, clock)["unet_call_ms"]
+    return statistics.median(calls[2:] or calls)
 
 
 def device_allocation_count(clock):
@@ -266,12 +260,9 @@ def timeline_once(patcher, inputs, steps, cfg, clock):
 
     timed = patcher.clone()
     timed.set_model_unet_function_wrapper(timed_call)
-    import comfy.sample
-    positive, negative, latent, noise = inputs
     clock.sync()
     begin = clock.mark()
-    comfy.sample.sample(timed, noise, steps, cfg, SAMPLER, SCHEDULER, positive, negative, latent,
-                        disable_pbar=True, seed=SEED)
+    _sample(timed, inputs, steps, cfg)
     end = clock.mark()
     clock.sync()
     unet = [clock.elapsed_ms(s, e) for s, e, _ in calls]
@@ -460,11 +451,11 @@ def run_group(spec, model, args, clock, device, recompiles, sync_check):
         guided = run.guided_steps()
         ideal = (guided * full + (steps - guided) * one) / steps
         cutoff = median[name]
-        _, interval = ratio_with_interval(times[name], times["full"], times["one"], guided, steps)
+        over_ideal, interval = ratio_with_interval(times[name], times["full"], times["one"], guided, steps)
         cells.append({
             "model": model_name, "size": group["size"], "batch": batch, "steps": steps, "regime": regime,
             "a": a, "a_steps": steps - guided, "keep": keep, "full_s": full, "one_s": one, "cutoff_s": cutoff,
-            "ideal_s": ideal, "cutoff_over_ideal": cutoff / ideal, "cutoff_over_ideal_90": interval,
+            "ideal_s": ideal, "cutoff_over_ideal": over_ideal, "cutoff_over_ideal_90": interval,
             "saved_pct": 100.0 * (1.0 - cutoff / full),
             "ideal_saved_pct": 100.0 * (1.0 - ideal / full), "unet_ms_b": unet_b, "unet_ms_2b": unet_2b,
             "full_evaluations": run.full_evaluations, "single_evaluations": run.single_evaluations,

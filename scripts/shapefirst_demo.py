@@ -2,13 +2,15 @@
 """Run a ShapeFirst example workflow headless through ComfyUI and report the saving.
 
     python scripts/shapefirst_demo.py                      # tiny random model, CPU
-    python scripts/shapefirst_demo.py --checkpoint v1-5-pruned-emaonly.safetensors --gpu
+    python scripts/shapefirst_demo.py --checkpoint v1-5-pruned-emaonly-fp16.safetensors --gpu
 
 Starts ComfyUI (found through --comfyui, $COMFYUI_PATH, the ComfyUI this pack sits in, or
-an importable `comfy`) on 127.0.0.1 with this pack loaded, runs the example once to save
-its images, then times the full-CFG sampler and the cutoff sampler alternately (after a
-warm-up of each) and prints where the text was dropped, the UNet evaluations saved and the
-median times. Images and a report go to --output-dir.
+an importable `comfy`; with none of those, ComfyUI from the registry is set up once in a
+cache folder, see shapefirst_core/registry_host.py) on 127.0.0.1 with this pack loaded,
+runs the example once to save its images, then times the full-CFG sampler and the cutoff
+sampler alternately (after a warm-up of each) and prints where the text was dropped, the
+UNet evaluations saved and the median times. Images (named after the node that made them)
+and a report go to --output-dir.
 """
 import argparse
 import json
@@ -21,28 +23,33 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this script's own imports; the pack itself never edits sys.path
 
-from shapefirst_core import headless, workflow_graph as wg  # noqa: E402
+from shapefirst_core import headless, registry_host, workflow_graph as wg  # noqa: E402
 
 DEFAULT_WORKFLOW = REPO / "example_workflows" / "sd15_cutoff_vs_full_cfg.api.json"
 TINY_MODEL_SIZE = 256
 SUMMARY_PATTERN = re.compile(r"ShapeFirst guidance cutoff: .*")
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The docstring as written, and each option's default."""
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
     p.add_argument("--checkpoint", help="checkpoint file name in your ComfyUI models/checkpoints "
                                         "(default: a tiny random-weight model, images are noise)")
-    p.add_argument("--comfyui", help="path of your ComfyUI folder")
+    p.add_argument("--comfyui", help="path of your ComfyUI folder (default: found as described above)")
     p.add_argument("--workflow", default=str(DEFAULT_WORKFLOW),
                    help="an example's name (e.g. sdxl_cutoff, paper_table_evaluation) or an API-format workflow file; "
                         "with a full-CFG KSampler beside one fed by ShapeFirstGuidanceCutoff both are timed and compared")
-    p.add_argument("--steps", type=int, help="override the samplers' steps")
+    p.add_argument("--steps", type=int, help="override the samplers' steps (default: the workflow's)")
     p.add_argument("--size", type=int, help="override the image width and height in pixels "
                                         "(default: the workflow's; 256 for the tiny model, to keep CPU runs short)")
-    p.add_argument("--batch-size", type=int, help="override the batch size")
+    p.add_argument("--batch-size", type=int, help="override the batch size (default: the workflow's)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each variant (after one warm-up each)")
     p.add_argument("--gpu", action="store_true", help="let ComfyUI use its default device instead of --cpu")
-    p.add_argument("--output-dir", default="shapefirst_demo_output", help="where images and the report go")
+    p.add_argument("--output-dir", default="shapefirst_demo_output",
+                   help="where images and the report go; images a previous run listed there are removed first")
     return p.parse_args(argv)
 
 
@@ -81,27 +88,34 @@ def prepare(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    comfyui = Path(args.comfyui) if args.comfyui else headless.find_comfyui(REPO)
-    if comfyui is None or not (comfyui / "main.py").is_file():
-        raise SystemExit(f"ComfyUI not found: pass --comfyui /path/to/ComfyUI or {headless.HOST_HINT}.")
+    if args.comfyui:
+        comfyui = Path(args.comfyui)
+    else:
+        try:
+            comfyui = registry_host.find_or_set_up_comfyui(REPO)
+        except RuntimeError as error:
+            raise SystemExit(f"{error}; or pass --comfyui /path/to/ComfyUI") from None
+    if not (comfyui / "main.py").is_file():
+        raise SystemExit(f"--comfyui {comfyui}: no ComfyUI there (no main.py); pass the folder that holds main.py")
     prompt = prepare(args)
     pair = find_samplers(prompt)
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_previous_images(out_dir)
+    model = model_description(args, prompt)
 
     with headless.HostServer(comfyui, REPO, cpu=not args.gpu, models_from=comfyui) as server:
-        print(f"ComfyUI {comfyui} on {server.url} ({'default device' if args.gpu else 'CPU'}); "
-              f"model: {args.checkpoint or 'tiny random-weight SD1.5-shaped model'}")
+        print(f"ComfyUI {comfyui} on {server.url} ({'default device' if args.gpu else 'CPU'}); model: {model}")
         entry, seconds = server.run(prompt)
-        images = copy_images(entry, Path(server.base_dir) / "output", out_dir)
+        images = copy_images(prompt, entry, Path(server.base_dir) / "output", out_dir)
         summaries = SUMMARY_PATTERN.findall(server.log_text())
         texts = [t for out in entry.get("outputs", {}).values() for t in out.get("text", [])]
         times = {"whole workflow": [seconds]}
         if pair is not None:
             times = time_variants(server, prompt, {"full CFG": pair[1], "cutoff": pair[0]}, args.repeats)
 
-    metrics = compare_images(images) if pair is not None and len(images) == 2 else None
-    report = build_report(args, summaries, times, images, metrics, texts)
+    metrics = compare_images(images, pair) if pair is not None else None
+    report = build_report(args, model, summaries, times, images, metrics, texts)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     (out_dir / "report.md").write_text(report_markdown(report))
     print(report_markdown(report))
@@ -122,42 +136,75 @@ def time_variants(server, prompt, variants, repeats):
     return times
 
 
-def compare_images(paths):
-    """L1, PSNR and SSIM of the cutoff image against the full-CFG one."""
+def model_description(args, prompt):
+    if args.checkpoint:
+        return args.checkpoint
+    shapes = sorted({node["inputs"]["architecture"].upper().replace("SD15", "SD1.5") for node in prompt.values()
+                     if node["class_type"] == wg.TINY_CHECKPOINT})
+    return f"tiny random-weight {' and '.join(shapes)}-shaped model (images are noise)"
+
+
+def compare_images(images, pair):
+    """L1, PSNR and SSIM of the cutoff sampler's image against the full-CFG sampler's."""
     import numpy as np
     import torch
     from PIL import Image
 
     from shapefirst_core import image_metrics
 
-    full = next(p for p in paths if "full_cfg" in p)
-    cut = next(p for p in paths if p != full)
+    cutoff_id, full_id = pair
+    full = [i["file"] for i in images if i["source"] == full_id]
+    cut = [i["file"] for i in images if i["source"] == cutoff_id]
+    if len(full) != 1 or len(cut) != 1:
+        return None  # a batch, or images not traceable to the two samplers: no single pair to compare
 
     def load(path):
         return torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0)[None]
 
-    a, b = load(full), load(cut)
+    a, b = load(full[0]), load(cut[0])
     return {"L1": image_metrics.l1(a, b).item(), "PSNR": image_metrics.psnr(a, b).item(),
             "SSIM": image_metrics.ssim(a, b).item()}
 
 
-def copy_images(entry, server_output, out_dir):
+def _slug(text):
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "image"
+
+
+def copy_images(prompt, entry, server_output, out_dir):
+    """Saved images copied as ``<save prefix>-<label>.png``, the label naming the node that made
+    the image (e.g. the sampler titled "EOS only (zeros)"); previews are not results."""
     saved = []
-    for node_output in entry.get("outputs", {}).values():
-        for image in node_output.get("images", []):
-            if image.get("type") != "output":
-                continue  # previews go to ComfyUI's temp folder; the saved images are the result
-            source = server_output / image.get("subfolder", "") / image["filename"]
-            target = out_dir / f"{Path(image.get('subfolder', '')).name}_{image['filename']}".lstrip("_")
-            shutil.copyfile(source, target)
-            saved.append(str(target))
+    for node_id, node_output in entry.get("outputs", {}).items():
+        images = [image for image in node_output.get("images", []) if image.get("type") == "output"]
+        if not images or node_id not in prompt:
+            continue
+        prefix = _slug(Path(str(prompt[node_id]["inputs"].get("filename_prefix", node_id))).name)
+        for image, (source, label) in zip(images, wg.label_images(prompt, node_id, len(images))):
+            target = out_dir / f"{prefix}-{_slug(label)}.png"
+            shutil.copyfile(server_output / image.get("subfolder", "") / image["filename"], target)
+            saved.append({"file": str(target), "label": label, "source": source})
     return saved
 
 
-def build_report(args, summaries, times, images, metrics=None, texts=()):
+def remove_previous_images(out_dir):
+    """Images the last report listed go, so the folder holds what the new report lists."""
+    previous = out_dir / "report.json"
+    if not previous.is_file():
+        return
+    try:
+        listed = json.loads(previous.read_text()).get("images", [])
+    except (json.JSONDecodeError, AttributeError):
+        return
+    for image in listed:
+        path = Path(image["file"] if isinstance(image, dict) else image)
+        if path.parent.resolve() == out_dir.resolve() and path.suffix == ".png":
+            path.unlink(missing_ok=True)
+
+
+def build_report(args, model, summaries, times, images, metrics=None, texts=()):
     report = {
         "workflow": args.workflow,
-        "model": args.checkpoint or "tiny random-weight model (images are noise)",
+        "model": model,
         "device": "default (GPU if any)" if args.gpu else "CPU",
         "cutoff": summaries,
         "median_seconds": {name: statistics.median(values) for name, values in times.items()},
@@ -187,8 +234,10 @@ def report_markdown(report):
             lines.append(f"- cutoff image vs full-CFG image: L1 {m['L1']:.4f}, PSNR {m['PSNR']:.2f} dB, SSIM {m['SSIM']:.4f}")
     else:
         lines.append(f"- wall time of the whole workflow: {t['whole workflow']:.3f} s")
-    lines += ["", *report["node_text"]] if report["node_text"] else []
-    lines.append(f"- images: {', '.join(report['images'])}")
+    lines.append("- images, named after the node that made them:")
+    lines += [f"  - {Path(image['file']).name}: {image['label']}" for image in report["images"]]
+    for text in report["node_text"]:  # node text (e.g. a token map) is a block of its own
+        lines += ["", "```", text.rstrip("\n"), "```"]
     return "\n".join(lines) + "\n"
 
 

@@ -91,6 +91,36 @@ def latent_only(prompt, sampler_id, filename_prefix):
     return out
 
 
+IMAGE_PASS_THROUGH = ("SaveImage", "PreviewImage", "VAEDecode", "VAEDecodeTiled", "ImageScale", "ImageScaleBy")
+IMAGE_INPUTS = ("images", "samples", "image")
+
+
+def image_sources(prompt, node_id):
+    """(node id, title) of the nodes whose images reach ``node_id``'s images, in the batch order
+    ComfyUI gives them (ImageBatch puts image1's images before image2's). Decoders and savers
+    are looked through, so a sampler titled "full" labels the images its VAEDecode makes."""
+    node = prompt[str(node_id)]
+    if node["class_type"] == "ImageBatch":
+        return [source for name in ("image1", "image2") if _is_link(node["inputs"].get(name))
+                for source in image_sources(prompt, node["inputs"][name][0])]
+    if node["class_type"] in IMAGE_PASS_THROUGH:
+        for name in IMAGE_INPUTS:
+            if _is_link(node["inputs"].get(name)):
+                return image_sources(prompt, node["inputs"][name][0])
+    return [(str(node_id), node.get("_meta", {}).get("title") or node["class_type"])]
+
+
+def label_images(prompt, save_id, count):
+    """One (source node id, label) per image that ``save_id`` saved: each source's images in
+    turn, numbered when a source gave several; ("", "image N") when the count does not split."""
+    sources = image_sources(prompt, save_id)
+    per_source, rest = divmod(count, len(sources)) if sources else (0, count)
+    if rest or not per_source:
+        return [("", f"image {i + 1}") for i in range(count)]
+    return [(node, title if per_source == 1 else f"{title} {k + 1}") for node, title in sources
+            for k in range(per_source)]
+
+
 # --- API format -> the frontend's UI (litegraph) format -----------------------------------
 
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")

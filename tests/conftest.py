@@ -1,12 +1,17 @@
 """Test setup: find the ComfyUI host, load the pack through the host's own loader.
 
-Tests marked ``host`` need ComfyUI; without it they are skipped with one line that says
-how to enable them. Pure-logic modules (``shapefirst_core``) are loaded by file path, so
-those tests run anywhere, and the repository root is never put on ``sys.path`` (our
-``nodes`` package would shadow the host's ``nodes`` module).
+Tests marked ``host`` need ComfyUI. It is found through $COMFYUI_PATH, the ComfyUI the pack
+sits in, or an importable ``comfy``; failing those, the registry ComfyUI is set up in a
+cache folder (``shapefirst_core/registry_host.py``; ``SHAPEFIRST_HOST_SETUP=0`` turns that
+off). Without any host they are skipped with one line that says how to enable them, except
+in CI (``CI=true``) or with ``SHAPEFIRST_REQUIRE_HOST=1``: there a missing host stops the run
+and a skipped host test counts as a failure. Pure-logic modules (``shapefirst_core``) are
+loaded by file path, so those tests run anywhere, and the repository root is never put on
+``sys.path`` (our ``nodes`` package would shadow the host's ``nodes`` module).
 """
 import asyncio
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -14,7 +19,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACK_NAME = "ShapeFirst"
-
 
 
 def _load_core():
@@ -32,36 +36,71 @@ def _load_core():
 _load_core()
 
 
-from shapefirst_core.headless import HOST_HINT, find_comfyui  # noqa: E402
+from shapefirst_core import registry_host  # noqa: E402
 
-HOST = find_comfyui(REPO)
+REQUIRE_HOST = (os.environ.get("CI", "").lower() in ("1", "true", "yes")
+                or os.environ.get("SHAPEFIRST_REQUIRE_HOST") == "1")
+HOST = None
+HOST_PROBLEM = None
+
+
+def _find_or_set_up_host(config):
+    """The host's folder, or None with the reason in HOST_PROBLEM."""
+    global HOST_PROBLEM
+    capture = config.pluginmanager.getplugin("capturemanager")
+    try:
+        with capture.global_and_fixture_disabled():  # a set-up's progress lines must show
+            return registry_host.find_or_set_up_comfyui(REPO, log=lambda line: print(line, flush=True))
+    except RuntimeError as error:
+        HOST_PROBLEM = str(error)
+        return None
+
+
+def pytest_configure(config):
+    global HOST
+    HOST = _find_or_set_up_host(config)
+    if HOST is None and REQUIRE_HOST:
+        raise pytest.UsageError(f"CI needs the host: {HOST_PROBLEM}")
 
 
 def pytest_report_header(config):
     if HOST is None:
-        return f"ComfyUI host: NOT FOUND, host tests skipped: {HOST_HINT} to run them"
-    return f"ComfyUI host: {HOST}"
+        return f"ComfyUI host: NOT FOUND, host tests skipped: {HOST_PROBLEM}"
+    version = (HOST / "comfyui_version.py")
+    version = version.read_text().split("=")[-1].strip().strip('"') if version.is_file() else "unknown version"
+    return f"ComfyUI host: {HOST} ({version})" + ("; host tests must not skip" if REQUIRE_HOST else "")
 
 
 def pytest_collection_modifyitems(config, items):
     if HOST is not None:
         return
-    skip = pytest.mark.skip(reason=f"ComfyUI host not found: {HOST_HINT} to run them")
+    skip = pytest.mark.skip(reason=HOST_PROBLEM)
     for item in items:
         if "host" in item.keywords:
             item.add_marker(skip)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """In CI a skipped host test fails: a green run must have exercised the host."""
+    outcome = yield
+    report = outcome.get_result()
+    if REQUIRE_HOST and report.skipped and "host" in item.keywords:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"host test skipped in CI (skips of host tests fail there): {reason}"
+
+
 def pytest_terminal_summary(terminalreporter):
     if HOST is None:
-        terminalreporter.write_line(f"host tests skipped: ComfyUI not found; {HOST_HINT} to run them")
+        terminalreporter.write_line(f"host tests skipped: {HOST_PROBLEM}")
 
 
 @pytest.fixture(scope="session")
 def host():
     """Import the host on CPU (once) and return its folder."""
     if HOST is None:
-        pytest.skip(f"ComfyUI host not found: {HOST_HINT} to run them")
+        pytest.skip(HOST_PROBLEM)
     if str(HOST) in sys.path:
         sys.path.remove(str(HOST))
     sys.path.insert(0, str(HOST))  # the host's top-level modules (nodes, utils, server) must win

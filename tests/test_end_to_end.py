@@ -93,16 +93,31 @@ def test_guider_with_sampler_custom_advanced(server):
     assert "text while sigma > 2" in ui_text
 
 
-def test_readme_demo_command_runs(host, tmp_path):
-    """The README's main-job command, shrunk: tiny model, CPU, a few steps."""
-    out_dir = tmp_path / "demo"
+def _run_demo(out_dir, *extra):
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "shapefirst_demo.py"), "--comfyui", str(HOST),
-                           "--size", "64", "--steps", "4", "--repeats", "1", "--output-dir", str(out_dir)],
+                           "--size", "64", "--steps", "4", "--repeats", "1", "--output-dir", str(out_dir), *extra],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    report = json.loads((out_dir / "report.json").read_text())
+    return done, json.loads((out_dir / "report.json").read_text())
+
+
+def test_readme_demo_command_runs(host, tmp_path):
+    """The README's main-job command, shrunk: tiny model, CPU, a few steps; then another
+    workflow into the same folder: its images are labelled, the first run's are gone."""
+    out_dir = tmp_path / "demo"
+    done, report = _run_demo(out_dir)
     assert any("text dropped after step 2 of 4" in line for line in report["cutoff"])
     assert len(report["all_seconds"]["cutoff"]) == 1 and report["median_seconds"]["full CFG"] > 0
-    assert len(report["images"]) == 2 and all(Path(p).exists() for p in report["images"])
+    assert [i["label"] for i in report["images"]] == ["KSampler (cutoff)", "KSampler (full CFG)"]
+    assert all(Path(i["file"]).exists() for i in report["images"])
     assert set(report["cutoff_vs_full_cfg"]) == {"L1", "PSNR", "SSIM"}
-    assert "time saved" in done.stdout
+    assert "time saved" in done.stdout and "tiny random-weight SD1.5-shaped model" in done.stdout
+    first_images = [Path(i["file"]) for i in report["images"]]
+
+    done, report = _run_demo(out_dir, "--workflow", "eos_only_vs_prompt_only")
+    labels = [i["label"] for i in report["images"]]
+    assert labels == ["full", "EOS only (empty)", "prompt only (empty)", "EOS only (zeros)", "prompt only (zeros)"]
+    assert not any(p.exists() for p in first_images)
+    assert sorted(p.name for p in out_dir.glob("*.png")) == sorted(Path(i["file"]).name for i in report["images"])
+    markdown = (out_dir / "report.md").read_text()
+    assert "eos_only_vs_prompt_only-eos_only_zeros.png: EOS only (zeros)" in markdown

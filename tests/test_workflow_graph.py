@@ -1,0 +1,34 @@
+"""Labels of saved images: each image named after the node that made it (host-free)."""
+import json
+
+from conftest import REPO
+from shapefirst_core import workflow_graph as wg
+
+EXAMPLES = REPO / "example_workflows"
+
+
+def _example(name):
+    return json.loads((EXAMPLES / f"{name}.api.json").read_text())
+
+
+def test_a_batch_of_samplers_is_labelled_in_imagebatch_order():
+    prompt = _example("eos_only_vs_prompt_only")
+    save = [k for k, n in prompt.items() if n["class_type"] == "SaveImage"][0]
+    assert [label for _, label in wg.label_images(prompt, save, 5)] == [
+        "full", "EOS only (empty)", "prompt only (empty)", "EOS only (zeros)", "prompt only (zeros)"]
+
+
+def test_several_images_per_sampler_are_numbered_and_odd_counts_fall_back():
+    prompt = _example("eos_switch_experiment")
+    save = [k for k, n in prompt.items() if n["class_type"] == "SaveImage"][0]
+    labels = [label for _, label in wg.label_images(prompt, save, 8)]
+    assert labels[:3] == ["1. prompt A 1", "1. prompt A 2", "2. prompt B 1"]
+    assert [label for _, label in wg.label_images(prompt, save, 5)] == [f"image {i}" for i in range(1, 6)]
+
+
+def test_an_untitled_sampler_labels_by_its_type_not_its_latent():
+    prompt = {"1": {"class_type": "EmptyLatentImage", "inputs": {}},
+              "2": {"class_type": "KSampler", "inputs": {"latent_image": ["1", 0]}},
+              "3": {"class_type": "VAEDecode", "inputs": {"samples": ["2", 0]}},
+              "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0]}}}
+    assert wg.label_images(prompt, "4", 1) == [("2", "KSampler")]

@@ -1,15 +1,19 @@
 """Test setup: find the ComfyUI host, load the pack through the host's own loader.
 
+The tests import the pack one way, as the package ``shapefirst`` (``tools/pack_loader.py``):
+host-free modules (``shapefirst.nodes.guidance_cutoff.schedule``, ``shapefirst.tools.headless``…)
+import anywhere; host modules through the ``pack`` fixture, once ComfyUI is importable.
+
 Tests marked ``host`` need ComfyUI. It is found through $COMFYUI_PATH, the ComfyUI the pack
 sits in, or an importable ``comfy``; failing those, the registry ComfyUI is set up in a
-cache folder (``shapefirst_core/registry_host.py``; ``SHAPEFIRST_HOST_SETUP=0`` turns that
-off). Without any host they are skipped with one line that says how to enable them, except
-in CI (``CI=true``) or with ``SHAPEFIRST_REQUIRE_HOST=1``: there a missing host stops the run
-and a skipped host test counts as a failure. Pure-logic modules (``shapefirst_core``) are
-loaded by file path, so those tests run anywhere, and the repository root is never put on
-``sys.path`` (our ``nodes`` package would shadow the host's ``nodes`` module).
+cache folder (``tools/registry_host.py``; ``SHAPEFIRST_HOST_SETUP=0`` turns that off).
+Without any host they are skipped with one line that says how to enable them, except in CI
+(``CI=true``) or with ``SHAPEFIRST_REQUIRE_HOST=1``: there a missing host stops the run and
+a skipped host test counts as a failure. The repository root is never put on ``sys.path``
+(our ``nodes`` package would shadow the host's ``nodes`` module).
 """
 import asyncio
+import contextlib
 import importlib.util
 import os
 import sys
@@ -21,22 +25,17 @@ REPO = Path(__file__).resolve().parents[1]
 PACK_NAME = "ShapeFirst"
 
 
-def _load_core():
-    """Import ``shapefirst_core`` (no host needed) as a top-level package, by path."""
-    if "shapefirst_core" in sys.modules:
-        return
-    spec = importlib.util.spec_from_file_location(
-        "shapefirst_core", REPO / "shapefirst_core" / "__init__.py",
-        submodule_search_locations=[str(REPO / "shapefirst_core")])
+def _bootstrap_pack_loader():
+    spec = importlib.util.spec_from_file_location("pack_loader", REPO / "tools" / "pack_loader.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules["shapefirst_core"] = module
     spec.loader.exec_module(module)
+    return module
 
 
-_load_core()
+pack_loader = _bootstrap_pack_loader()
+pack_loader.load_pack()
 
-
-from shapefirst_core import registry_host  # noqa: E402
+from shapefirst.tools import registry_host  # noqa: E402
 
 REQUIRE_HOST = (os.environ.get("CI", "").lower() in ("1", "true", "yes")
                 or os.environ.get("SHAPEFIRST_REQUIRE_HOST") == "1")
@@ -120,27 +119,28 @@ def pack(host, tmp_path_factory):
     host's built-in extra nodes, as ComfyUI does at start-up."""
     import nodes
     custom_nodes = tmp_path_factory.mktemp("custom_nodes")
-    link = custom_nodes / PACK_NAME
-    link.symlink_to(REPO, target_is_directory=True)
+    (custom_nodes / pack_loader.PACKAGE).symlink_to(REPO, target_is_directory=True)
     asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False))
-    assert asyncio.run(nodes.load_custom_node(str(link))), "the host failed to load the pack"
-    return PackHandle(sys.modules[str(link).replace(".", "_x_")])
+    # ComfyUI names a folder's module after the path it is given: given the bare folder name
+    # from inside custom_nodes/, the pack loads under the name the tests already import it by,
+    # so each of its modules exists once.
+    with contextlib.chdir(custom_nodes):
+        assert asyncio.run(nodes.load_custom_node(pack_loader.PACKAGE)), "the host failed to load the pack"
+    pack_loader.rebind_submodules()
+    return PackHandle()
 
 
 class PackHandle:
     """Access to the loaded pack's submodules by their dotted path inside the pack."""
 
-    def __init__(self, module):
-        self.module = module
-
     def __getitem__(self, dotted):
-        return importlib.import_module(f"{self.module.__name__}.{dotted}")
+        return pack_loader.pack_module(dotted)
 
 
 @pytest.fixture(scope="session")
 def tiny(pack):
-    """The tiny random-weight model builders (host classes)."""
-    return pack["nodes.tiny_models"]
+    """The tiny random-weight model builders of every family (host classes)."""
+    return pack["tools.tiny_test_models"]
 
 
 @pytest.fixture(scope="session")
@@ -158,7 +158,7 @@ def encode_prompts(tiny):
 @pytest.fixture(scope="session")
 def reporting_cutoff(pack):
     """apply_cutoff with the run summaries collected: (patched model, patch, messages)."""
-    cutoff, schedule = pack["nodes.cutoff_patch"], pack["shapefirst_core.cutoff_schedule"]
+    cutoff, schedule = pack["nodes.guidance_cutoff.patch"], pack["nodes.guidance_cutoff.schedule"]
 
     def apply(model, **settings):
         messages = []
@@ -171,6 +171,6 @@ def reporting_cutoff(pack):
 @pytest.fixture(scope="session")
 def server(host):
     """A running ComfyUI (CPU, loopback, this pack as its only custom node) for the whole session."""
-    from shapefirst_core import headless
+    from shapefirst.tools import headless
     with headless.HostServer(HOST, REPO) as running:
         yield running

@@ -9,7 +9,7 @@ import pytest
 
 pytestmark = pytest.mark.host
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "cutoff_benchmark.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "cutoff_benchmark.py"
 STEPS = 4
 REPEATS = 2
 

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from conftest import HOST, REPO
-from shapefirst_core.headless import HostServer
+from shapefirst.tools.headless import HostServer
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

@@ -14,7 +14,7 @@ CFG = 7.0
 
 @pytest.fixture(scope="module")
 def compile_model(pack):
-    return pack["nodes.compile_model"]
+    return pack["nodes.performance.nodes"]
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +69,8 @@ def test_unknown_backend_or_mode_is_refused(compile_model, model, backend, mode)
 
 
 def test_compiled_sampling_matches_uncompiled_with_and_without_cutoff(pack, compile_model, model, conds):
-    cutoff_patch = pack["nodes.cutoff_patch"]
-    cs = pack["shapefirst_core.cutoff_schedule"]
+    cutoff_patch = pack["nodes.guidance_cutoff.patch"]
+    cs = pack["nodes.guidance_cutoff.schedule"]
     settings = cs.CutoffSettings(mode=cs.MODE_STEPS, guided_steps=1)
     from torch._dynamo.utils import counters
     graphs = counters["stats"]["unique_graphs"]

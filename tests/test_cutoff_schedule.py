@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from shapefirst_core import cutoff_schedule as cs
+from shapefirst.nodes.guidance_cutoff import schedule as cs
 
 # A 10-step schedule, strictly decreasing, ending in 0 like the host's.
 SCHEDULE = [14.6, 9.0, 6.0, 4.0, 2.5, 1.5, 0.9, 0.5, 0.25, 0.1, 0.0]

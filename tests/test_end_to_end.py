@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import HOST, REPO
-from shapefirst_core import headless, workflow_graph as wg
+from shapefirst.tools import headless, workflow_graph as wg
 
 pytestmark = pytest.mark.host
 
@@ -94,7 +94,7 @@ def test_guider_with_sampler_custom_advanced(server):
 
 
 def _run_demo(out_dir, *extra):
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / "shapefirst_demo.py"), "--comfyui", str(HOST),
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "shapefirst_demo.py"), "--comfyui", str(HOST),
                            "--size", "64", "--steps", "4", "--repeats", "1", "--output-dir", str(out_dir), *extra],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

@@ -16,12 +16,12 @@ WIDTH_L, WIDTH_H, WIDTH_G, WIDTH_T5 = 32, 40, 48, 24  # tiny_text_encoder's widt
 @pytest.fixture(scope="module")
 def eos(pack):
     """The [EOS] machinery the nodes use (the nodes themselves run through the host's registry)."""
-    return pack["nodes.eos_conditioning"]
+    return pack["nodes.eos_tokens.conditioning"]
 
 
 @pytest.fixture(scope="module")
 def tr(pack):
-    return pack["shapefirst_core.token_roles"]
+    return pack["nodes.eos_tokens.roles"]
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO
-from shapefirst_core import headless, workflow_graph as wg
+from shapefirst.tools import headless, workflow_graph as wg
 
 pytestmark = pytest.mark.host
 

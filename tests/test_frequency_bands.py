@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from shapefirst_core import frequency_bands as fb
-from shapefirst_core import frequency_plot as fp
-from shapefirst_core import frequency_report as fr
+from shapefirst.nodes.frequency import bands as fb
+from shapefirst.nodes.frequency import chart as fp
+from shapefirst.nodes.frequency import report as fr
 
 SHAPES = [(2, 4, 16, 16), (1, 16, 13, 20), (1, 4, 3, 8, 8)]  # SD latents, odd 16-channel, video
 CUTOFFS = [0.0, 0.1, fb.DEFAULT_CUTOFF, 0.7, 1.0, fb.MAX_CUTOFF]

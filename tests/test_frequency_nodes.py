@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from shapefirst_core import frequency_report as fr
+from shapefirst.nodes.frequency import report as fr
 from test_frequency_bands import numpy_low_pass
 
 pytestmark = pytest.mark.host
@@ -21,7 +21,7 @@ SIZE = 8  # latent side: 64x64 pixels, seconds on a CPU
 
 @pytest.fixture(scope="module")
 def freq(pack):
-    return pack["nodes.frequency"]
+    return pack["nodes.frequency.nodes"]
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,7 @@ def test_trace_is_bit_identical_with_other_samplers(freq, model, conds, sampler,
 
 
 def test_trace_with_the_guidance_cutoff_is_still_bit_identical_and_marks_the_drop(freq, model, conds, pack):
-    cutoff_node = pack["nodes.guidance_cutoff"].ShapeFirstGuidanceCutoff
+    cutoff_node = pack["nodes.guidance_cutoff.nodes"].ShapeFirstGuidanceCutoff
     patched = node(cutoff_node).execute(model, cutoff_mode="fraction of steps", guided_steps=10, guided_fraction=0.5,
                                         cutoff_sigma=1.0, keep="uncond", adaptive_threshold=0.15,
                                         adaptive_min_steps=3, adaptive_max_steps=1000).args[0]

@@ -1,5 +1,5 @@
 """The fuzz matrix's drawing and oracles (no host needed)."""
-from shapefirst_core import fuzz_matrix as fm
+from shapefirst.tools import fuzz_matrix as fm
 
 
 def test_a_case_depends_only_on_seed_and_index():

@@ -17,12 +17,12 @@ MULTI_EVAL = ["heun", "dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_s
 
 @pytest.fixture(scope="module")
 def cutoff(pack):
-    return pack["nodes.cutoff_patch"]
+    return pack["nodes.guidance_cutoff.patch"]
 
 
 @pytest.fixture(scope="module")
 def schedule_math(pack):
-    return pack["shapefirst_core.cutoff_schedule"]
+    return pack["nodes.guidance_cutoff.schedule"]
 
 
 @pytest.fixture(scope="module")
@@ -335,7 +335,7 @@ def test_nodes_patch_a_clone_and_validate_inputs(pack, model, conds, latent):
     import comfy.samplers
     from comfy_extras.nodes_custom_sampler import (BasicScheduler, KSamplerSelect, RandomNoise, SamplerCustom,
                                                    SamplerCustomAdvanced)
-    nodes_module = pack["nodes.guidance_cutoff"]
+    nodes_module = pack["nodes.guidance_cutoff.nodes"]
     inputs = dict(cutoff_mode="guided steps", guided_steps=3, guided_fraction=0.5, cutoff_sigma=1.0, keep="uncond",
                   adaptive_threshold=0.15, adaptive_min_steps=3, adaptive_max_steps=1000)
     patched_model = nodes_module.ShapeFirstGuidanceCutoff.execute(model, **inputs).result[0]

@@ -9,7 +9,7 @@ pytestmark = pytest.mark.host
 
 @pytest.fixture(scope="module")
 def node(pack):
-    return pack["nodes.image_compare"].ShapeFirstImageCompare
+    return pack["nodes.evaluation.nodes"].ShapeFirstImageCompare
 
 
 def test_metrics_and_report(node):

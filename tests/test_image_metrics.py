@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from shapefirst_core import image_metrics as im
+from shapefirst.nodes.evaluation import metrics as im
 
 
 def images(n=2, h=16, w=16, seed=0):

@@ -36,10 +36,14 @@ def test_dependencies_equal_requirements_and_leave_torch_to_comfyui():
     assert not names & FORBIDDEN
 
 
+def _python_files(*folders):
+    return [REPO / "__init__.py"] + [path for folder in folders for path in sorted((REPO / folder).rglob("*.py"))]
+
+
 def test_the_pack_only_uses_relative_imports_of_itself():
     """Absolute imports of our own modules would break under another folder name."""
-    own = {"nodes", "shapefirst_core"}
-    for path in [REPO / "__init__.py", *(REPO / "nodes").glob("*.py"), *(REPO / "shapefirst_core").glob("*.py")]:
+    own = {"nodes", "tools", "shapefirst"}
+    for path in _python_files("nodes"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -48,16 +52,46 @@ def test_the_pack_only_uses_relative_imports_of_itself():
                 assert not {a.name.split(".")[0] for a in node.names} & own, f"{path.name}: import"
 
 
-def test_shapefirst_core_imports_nothing_of_comfyui():
-    host_modules = {"comfy", "comfy_api", "comfy_extras", "comfy_execution", "nodes", "folder_paths", "server",
-                    "execution", "node_helpers", "latent_preview"}
-    for path in (REPO / "shapefirst_core").glob("*.py"):
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else []
-            for name in names:
-                assert name.split(".")[0] not in host_modules, f"{path.name} imports {name}"
+HOST_MODULES = {"comfy", "comfy_api", "comfy_extras", "comfy_execution", "nodes", "folder_paths", "server",
+                "execution", "node_helpers", "latent_preview", "utils", "app"}
+
+
+def _host_imports(path):
+    """Top-level names of ComfyUI that ``path`` imports (anywhere in it, functions included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else []
+        found |= {name.split(".")[0] for name in names} & HOST_MODULES
+    return found
+
+
+def test_host_free_modules_import_nothing_of_comfyui():
+    """The host-free rule: the modules listed in nodes/extension.py (each feature's logic) and
+    the pack's package files import nothing of ComfyUI; run it alone with
+    ``python -m pytest tests/test_packaging.py -k host_free``."""
+    tree = ast.parse((REPO / "nodes" / "extension.py").read_text())
+    listed = next(ast.literal_eval(node.value) for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                  and getattr(node.targets[0], "id", None) == "HOST_FREE_MODULES")
+    packages = [p.relative_to(REPO).as_posix() for p in (REPO / "nodes").rglob("__init__.py")]
+    assert set(packages) <= set(listed), "every feature folder's __init__.py must stay host-free"
+    for relative in ["__init__.py", *listed]:
+        assert (REPO / relative).is_file(), relative
+        assert not _host_imports(REPO / relative), f"{relative} imports {_host_imports(REPO / relative)}"
+
+
+def test_host_free_tools_import_nothing_of_comfyui():
+    for name in ("headless", "registry_host", "workflow_graph", "fuzz_matrix", "pack_loader", "__init__"):
+        assert not _host_imports(REPO / "tools" / f"{name}.py"), name
+
+
+def test_the_shipped_pack_does_not_import_the_tooling():
+    """What ComfyUI imports (the top-level __init__ and nodes/) never reaches into tools/."""
+    for path in _python_files("nodes"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                target = (path.parent / ("../" * (node.level - 1))).resolve() / (node.module or "").replace(".", "/")
+                assert "tools" not in target.relative_to(REPO.resolve()).parts, f"{path}: imports {node.module}"
 
 
 @pytest.mark.host

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from shapefirst_core import paper_table as pt
+from shapefirst.nodes.evaluation import paper_table as pt
 
 
 def test_parsing():
@@ -33,7 +33,7 @@ def test_summary_uses_the_first_row_as_time_base():
 
 @pytest.mark.host
 def test_node_reproduces_the_table_on_a_tiny_model(pack, tiny):
-    node = pack["nodes.evaluation"].ShapeFirstPaperTable
+    node = pack["nodes.evaluation.nodes"].ShapeFirstPaperTable
     model, clip, vae = tiny.tiny_model("sd15", 4), tiny.tiny_clip("sd15", 4), tiny.tiny_vae(4)
     assert node.validate_inputs("a cat", "0, 0.5") is True
     assert "text_free_fractions" in node.validate_inputs("a cat", "0.5, 2")

@@ -1,11 +1,15 @@
 """The registry host's set-up steps that need no network: which requirements it installs,
 what it unpacks from the wheel, where its cache lives."""
+import os
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from shapefirst_core import registry_host
+from conftest import REPO
+from shapefirst.tools import registry_host
 
 
 def test_host_requirements_leave_out_the_torch_family_and_comments():
@@ -54,5 +58,11 @@ def test_a_wrong_comfyui_path_is_named_not_replaced_by_a_download(tmp_path):
 
 
 def test_no_host_and_set_up_forbidden_says_how_to_enable(tmp_path):
-    with pytest.raises(RuntimeError, match="SHAPEFIRST_HOST_SETUP=0 .* set COMFYUI_PATH"):
-        registry_host.find_or_set_up_comfyui(tmp_path / "pack", {"SHAPEFIRST_HOST_SETUP": "0"})
+    # in a fresh interpreter: in this one an earlier host test may have made `comfy` importable
+    code = ("import pack_loader; pack_loader.load_pack(); from shapefirst.tools import registry_host\n"
+            "try:\n    registry_host.find_or_set_up_comfyui(%r, {'SHAPEFIRST_HOST_SETUP': '0'})\n"
+            "except RuntimeError as error:\n    print(error)\n" % str(tmp_path / "pack"))
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO / "tools", capture_output=True, text=True,
+                          env={k: v for k, v in os.environ.items() if k not in ("COMFYUI_PATH", "PYTHONPATH")})
+    assert done.returncode == 0, done.stderr
+    assert "SHAPEFIRST_HOST_SETUP=0 forbids" in done.stdout and "set COMFYUI_PATH" in done.stdout

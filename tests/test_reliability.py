@@ -13,8 +13,8 @@ import traceback
 import pytest
 import torch
 
-from shapefirst_core import fuzz_matrix as fm
-from shapefirst_core import headless
+from shapefirst.tools import fuzz_matrix as fm
+from shapefirst.tools import headless
 
 pytestmark = pytest.mark.host
 
@@ -32,11 +32,11 @@ def _pack_module(dotted):
     return fixture
 
 
-cutoff = _pack_module("nodes.cutoff_patch")
-cs = _pack_module("shapefirst_core.cutoff_schedule")
-cutoff_nodes = _pack_module("nodes.guidance_cutoff")
-freq = _pack_module("nodes.frequency")
-eos = _pack_module("nodes.eos_tokens")
+cutoff = _pack_module("nodes.guidance_cutoff.patch")
+cs = _pack_module("nodes.guidance_cutoff.schedule")
+cutoff_nodes = _pack_module("nodes.guidance_cutoff.nodes")
+freq = _pack_module("nodes.frequency.nodes")
+eos = _pack_module("nodes.eos_tokens.nodes")
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
 """Row roles, row selections and the swap's alignment, without the host."""
 import pytest
 
-from shapefirst_core import token_roles as tr
-from shapefirst_core.token_roles import EOS, PADDING, PROMPT, SOS
+from shapefirst.nodes.eos_tokens import roles as tr
+from shapefirst.nodes.eos_tokens.roles import EOS, PADDING, PROMPT, SOS
 
 
 def positions(word_ids, ignored=()):

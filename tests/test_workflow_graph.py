@@ -2,7 +2,7 @@
 import json
 
 from conftest import REPO
-from shapefirst_core import workflow_graph as wg
+from shapefirst.tools import workflow_graph as wg
 
 EXAMPLES = REPO / "example_workflows"
 

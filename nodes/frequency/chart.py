@@ -5,7 +5,7 @@ import math
 
 from PIL import Image, ImageDraw, ImageFont
 
-from . import frequency_report as fr
+from . import report as fr
 
 WIDTH = 960
 PANEL_HEIGHT = 190

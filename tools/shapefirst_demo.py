@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Run a ShapeFirst example workflow headless through ComfyUI and report the saving.
 
-    python scripts/shapefirst_demo.py                      # tiny random model, CPU
-    python scripts/shapefirst_demo.py --checkpoint v1-5-pruned-emaonly-fp16.safetensors --gpu
+    python tools/shapefirst_demo.py                      # tiny random model, CPU
+    python tools/shapefirst_demo.py --checkpoint v1-5-pruned-emaonly-fp16.safetensors --gpu
 
 Starts ComfyUI (found through --comfyui, $COMFYUI_PATH, the ComfyUI this pack sits in, or
 an importable `comfy`; with none of those, ComfyUI from the registry is set up once in a
-cache folder, see shapefirst_core/registry_host.py) on 127.0.0.1 with this pack loaded,
+cache folder, see tools/registry_host.py) on 127.0.0.1 with this pack loaded,
 runs the example once to save its images, then times the full-CFG sampler and the cutoff
 sampler alternately (after a warm-up of each) and prints where the text was dropped, the
 UNet evaluations saved and the median times. Images (named after the node that made them)
@@ -20,10 +20,12 @@ import statistics
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # this script's own imports; the pack itself never edits sys.path
+import pack_loader  # beside this script (Python puts a script's folder first on sys.path)
 
-from shapefirst_core import headless, registry_host, workflow_graph as wg  # noqa: E402
+pack_loader.load_pack()
+REPO = pack_loader.REPO
+
+from shapefirst.tools import headless, registry_host, workflow_graph as wg  # noqa: E402
 
 DEFAULT_WORKFLOW = REPO / "example_workflows" / "sd15_cutoff_vs_full_cfg.api.json"
 TINY_MODEL_SIZE = 256
@@ -150,7 +152,7 @@ def compare_images(images, pair):
     import torch
     from PIL import Image
 
-    from shapefirst_core import image_metrics
+    from shapefirst.nodes.evaluation import metrics as image_metrics
 
     cutoff_id, full_id = pair
     full = [i["file"] for i in images if i["source"] == full_id]

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Wall time of the guidance cutoff against stock sampling, through ComfyUI's own sampler.
 
-    python benchmarks/cutoff_benchmark.py --models sd15 --batches 1 --regimes eager,reduce-overhead
-    python benchmarks/cutoff_benchmark.py --device cpu --tiny --repeats 1      # smoke test, seconds
-    python benchmarks/cutoff_benchmark.py --merge a.json b.json --out all.json --md all.md
+    python tools/cutoff_benchmark.py --models sd15 --batches 1 --regimes eager,reduce-overhead
+    python tools/cutoff_benchmark.py --device cpu --tiny --repeats 1      # smoke test, seconds
+    python tools/cutoff_benchmark.py --merge a.json b.json --out all.json --md all.md
 
 Builds the host's SD1.5 and SDXL UNets at full size with random weights (speed does not
 depend on the values) in fp16, loads them through ``comfy.model_management.load_models_gpu``
@@ -28,7 +28,6 @@ torch's sync debug mode, stock against cutoff.
 """
 import argparse
 import datetime
-import importlib
 import json
 import logging
 import math
@@ -37,12 +36,13 @@ import re
 import statistics
 import sys
 import time
-import types
 import warnings
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-PACK_ALIAS = "shapefirst_benchmark_pack"
+import pack_loader  # beside this script (Python puts a script's folder first on sys.path)
+from pack_loader import pack_module
+
+REPO = pack_loader.REPO
 
 CFG = 7.5
 SAMPLER = "euler"
@@ -85,22 +85,10 @@ def import_host(comfyui, cpu):
     import comfy.sample  # noqa: F401
 
 
-def pack_module(dotted):
-    """A pack module under a private package name, without running the pack's __init__
-    (which registers every node); the repository root never goes on sys.path, where our
-    ``nodes`` package would shadow the host's."""
-    for name, folder in ((PACK_ALIAS, REPO), (f"{PACK_ALIAS}.nodes", REPO / "nodes")):
-        if name not in sys.modules:
-            package = types.ModuleType(name)
-            package.__path__ = [str(folder)]
-            sys.modules[name] = package
-    return importlib.import_module(f"{PACK_ALIAS}.{dotted}")
-
-
 def find_host(explicit):
     if explicit:
         return Path(explicit)
-    headless = pack_module("shapefirst_core.headless")
+    headless = pack_module("tools.headless")
     found = headless.find_comfyui(REPO)
     if found is None:
         raise SystemExit(f"ComfyUI not found: pass --comfyui /path/to/ComfyUI or {headless.HOST_HINT}.")
@@ -152,7 +140,7 @@ def full_model(architecture, seed=0):
 
 def build_model(architecture, tiny):
     if tiny:
-        return pack_module("nodes.tiny_models").tiny_model(architecture, seed=0)
+        return pack_module("tools.tiny_test_models").tiny_model(architecture, seed=0)
     return full_model(architecture)
 
 
@@ -182,7 +170,7 @@ def regime_model(base, regime):
     if regime == "host-inductor":
         from comfy_extras.nodes_torch_compile import TorchCompileModel
         return TorchCompileModel.execute(base, "inductor").result[0]
-    compile_model = pack_module("nodes.compile_model")
+    compile_model = pack_module("nodes.performance.nodes")
     if regime == "reduce-overhead":
         return compile_model.compiled_clone(base, "inductor", "reduce-overhead")
     return compile_model.compiled_clone(base, "eager", "default")
@@ -371,8 +359,8 @@ def variants_for(cutoff_patch, cs, base, a_values, keeps, cond_a_values):
 def run_group(spec, model, args, clock, device, recompiles, sync_check):
     """Warm up, then time every variant of one (model, batch, steps, regime) interleaved."""
     import torch
-    cutoff_patch = pack_module("nodes.cutoff_patch")
-    cs = pack_module("shapefirst_core.cutoff_schedule")
+    cutoff_patch = pack_module("nodes.guidance_cutoff.patch")
+    cs = pack_module("nodes.guidance_cutoff.schedule")
     model_name, batch, steps, regime, repeats = spec
     inputs = random_conditioning(model_name, args.tiny, batch)
     compiled = regime != "eager"
@@ -510,7 +498,7 @@ def render_markdown(results):
         "",
         f"{env['device']} · ComfyUI {env['comfyui']} · torch {env['torch']} · {env['dtype']} · "
         f"{env['sampler']}/{env['scheduler']}, cfg {env['cfg']} · {env['date']} · random weights, "
-        f"`benchmarks/cutoff_benchmark.py`. Medians of at least {results['repeats']} interleaved runs after a "
+        f"`tools/cutoff_benchmark.py`. Medians of at least {results['repeats']} interleaved runs after a "
         "warm-up of each variant.",
         "",
         "full = both CFG branches every step; one = cfg 1 (one branch); a = share of steps without text; "

@@ -10,8 +10,8 @@ left out, and that ComfyUI's ``requirements.txt`` is installed into the running 
 with torch and torchvision that import together and ``requests`` (ComfyUI's ``server.py``
 imports it; its requirements omit it). Nothing is written into a ComfyUI of the user's.
 
-    python shapefirst_core/registry_host.py                  # set it up (if needed), print its folder
-    python shapefirst_core/registry_host.py --comfyui PATH   # only install what that ComfyUI needs
+    python tools/registry_host.py                  # set it up (if needed), print its folder
+    python tools/registry_host.py --comfyui PATH   # only install what that ComfyUI needs
 
 Needs no ComfyUI import (it runs before there is one).
 """

@@ -18,7 +18,7 @@ import comfy.text_encoders.flux
 import comfy.text_encoders.sd2_clip
 import comfy.text_encoders.sd3_clip
 
-from ..shapefirst_core import token_roles as tr
+from . import roles as tr
 
 
 @dataclass(frozen=True)

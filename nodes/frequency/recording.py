@@ -17,10 +17,10 @@ import comfy.samplers
 import comfy.utils
 import latent_preview
 
-from ..shapefirst_core import frequency_bands as fb
-from ..shapefirst_core import frequency_plot as fp
-from ..shapefirst_core import frequency_report as fr
-from . import cutoff_patch
+from ..guidance_cutoff import patch as cutoff_patch
+from . import bands as fb
+from . import chart as fp
+from . import report as fr
 
 WRAPPER_KEY = "shapefirst_frequency_trace"
 

@@ -18,7 +18,7 @@ import torch
 import comfy.patcher_extension
 import comfy.samplers
 
-from ..shapefirst_core import cutoff_schedule as cs
+from . import schedule as cs
 
 RUN_STATE_KEY = "shapefirst_guidance_cutoff"
 WRAPPER_KEY = "shapefirst_guidance_cutoff"

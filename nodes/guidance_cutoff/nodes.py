@@ -2,8 +2,8 @@
 import comfy.samplers
 from comfy_api.latest import io, ui
 
-from ..shapefirst_core import cutoff_schedule as cs
-from . import cutoff_patch
+from . import patch as cutoff_patch
+from . import schedule as cs
 
 CATEGORY = "shapefirst/guidance"
 

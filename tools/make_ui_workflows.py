@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Regenerate the UI-format example workflows from their API-format twins.
 
-    python scripts/make_ui_workflows.py [--comfyui PATH]
+    python tools/make_ui_workflows.py [--comfyui PATH]
 
 For every ``example_workflows/NAME.api.json`` this writes ``NAME.json`` (what the ComfyUI
 frontend loads as a template), with widget values ordered by the node definitions a
@@ -14,12 +14,14 @@ import json
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # this script's own imports; the pack itself never edits sys.path
+import pack_loader  # beside this script (Python puts a script's folder first on sys.path)
+
+pack_loader.load_pack()
+REPO = pack_loader.REPO
 
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
-from shapefirst_core import headless, workflow_graph as wg  # noqa: E402
+from shapefirst.tools import headless, workflow_graph as wg  # noqa: E402
 
 THUMBNAIL_SIZE = (512, 320)
 OURS, STOCK, LINK, BACKGROUND, TEXT = "#e0763a", "#4a5568", "#8fa3bf", "#1e2229", "#f0f0f0"

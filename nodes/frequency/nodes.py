@@ -15,10 +15,10 @@ import torch
 import comfy.samplers
 from comfy_api.latest import io
 
-from ..shapefirst_core import frequency_bands as fb
-from ..shapefirst_core import frequency_plot as fp
-from ..shapefirst_core import frequency_report as fr
-from . import frequency_recording as rec
+from . import bands as fb
+from . import chart as fp
+from . import recording as rec
+from . import report as fr
 
 CATEGORY = "shapefirst/frequency"
 

@@ -1,7 +1,7 @@
 """A tiny random-weight checkpoint, to try graphs without downloading weights."""
 from comfy_api.latest import io
 
-from . import tiny_models
+from . import tiny as tiny_models
 
 
 class ShapeFirstTinyCheckpoint(io.ComfyNode):

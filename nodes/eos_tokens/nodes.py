@@ -5,8 +5,8 @@ token, [EOS] or padding is in ``shapefirst_core.token_roles``.
 """
 from comfy_api.latest import io
 
-from ..shapefirst_core import token_roles as tr
-from . import eos_conditioning as ec
+from . import conditioning as ec
+from . import roles as tr
 
 CATEGORY = "shapefirst/conditioning"
 

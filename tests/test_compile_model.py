@@ -71,7 +71,7 @@ def test_unknown_backend_or_mode_is_refused(compile_model, model, backend, mode)
 def test_compiled_sampling_matches_uncompiled_with_and_without_cutoff(pack, compile_model, model, conds):
     cutoff_patch = pack["nodes.guidance_cutoff.patch"]
     cs = pack["nodes.guidance_cutoff.schedule"]
-    settings = cs.CutoffSettings(mode=cs.MODE_STEPS, guided_steps=1)
+    settings = cs.CutoffSettings(cutoff_mode=cs.MODE_STEPS, guided_steps=1)
     from torch._dynamo.utils import counters
     graphs = counters["stats"]["unique_graphs"]
     compiled = compile_model.compiled_clone(model, "eager", "default")

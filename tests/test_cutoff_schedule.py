@@ -14,7 +14,7 @@ def settings(**kw):
 
 
 def test_guided_steps_mode_cuts_at_that_step_sigma():
-    s = settings(mode=cs.MODE_STEPS, guided_steps=4)
+    s = settings(cutoff_mode=cs.MODE_STEPS, guided_steps=4)
     assert cs.fixed_guided_steps(s, SCHEDULE) == 4
     assert cs.cutoff_sigma_for(s, SCHEDULE) == SCHEDULE[4]
     assert cs.paper_a(10, 4) == 6
@@ -35,28 +35,28 @@ def test_fraction_rounds_half_up(fraction, total, expected):
 
 
 def test_fraction_mode_uses_the_run_length():
-    s = settings(mode=cs.MODE_FRACTION, guided_fraction=0.3)
+    s = settings(cutoff_mode=cs.MODE_FRACTION, guided_fraction=0.3)
     assert cs.cutoff_sigma_for(s, SCHEDULE) == SCHEDULE[3]
-    assert cs.cutoff_sigma_for(settings(mode=cs.MODE_FRACTION, guided_fraction=1.0), SCHEDULE) is None
+    assert cs.cutoff_sigma_for(settings(cutoff_mode=cs.MODE_FRACTION, guided_fraction=1.0), SCHEDULE) is None
 
 
 def test_sigma_mode_counts_steps_that_start_above_it():
-    s = settings(mode=cs.MODE_SIGMA, cutoff_sigma=2.0)
+    s = settings(cutoff_mode=cs.MODE_SIGMA, cutoff_sigma=2.0)
     assert cs.guided_steps_below(SCHEDULE, 2.0) == 5
     assert cs.cutoff_sigma_for(s, SCHEDULE) == 2.0
     # exactly on a schedule sigma: that step already runs without text
     assert cs.guided_steps_below(SCHEDULE, 4.0) == 3
     # below the last step's sigma: nothing to drop
-    assert cs.cutoff_sigma_for(settings(mode=cs.MODE_SIGMA, cutoff_sigma=0.05), SCHEDULE) is None
+    assert cs.cutoff_sigma_for(settings(cutoff_mode=cs.MODE_SIGMA, cutoff_sigma=0.05), SCHEDULE) is None
     # above the first sigma: text dropped everywhere
     assert cs.guided_steps_below(SCHEDULE, 20.0) == 0
 
 
 def test_adaptive_bounds():
-    s = settings(mode=cs.MODE_ADAPTIVE, adaptive_min_steps=2, adaptive_max_steps=7)
+    s = settings(cutoff_mode=cs.MODE_ADAPTIVE, adaptive_min_steps=2, adaptive_max_steps=7)
     assert cs.adaptive_floor_sigma(s, SCHEDULE) == SCHEDULE[2]
     assert cs.cutoff_sigma_for(s, SCHEDULE) == SCHEDULE[7]
-    assert cs.cutoff_sigma_for(settings(mode=cs.MODE_ADAPTIVE, adaptive_max_steps=99), SCHEDULE) is None
+    assert cs.cutoff_sigma_for(settings(cutoff_mode=cs.MODE_ADAPTIVE, adaptive_max_steps=99), SCHEDULE) is None
 
 
 def test_sigma_floor_index_bounds_the_evaluation():
@@ -87,7 +87,7 @@ def test_saved_share():
     ({"guided_fraction": math.nan}, "guided_fraction"),
     ({"cutoff_sigma": math.inf}, "cutoff_sigma"),
     ({"cutoff_sigma": -0.1}, "cutoff_sigma"),
-    ({"mode": "later"}, "cutoff_mode"),
+    ({"cutoff_mode": "later"}, "cutoff_mode"),
     ({"keep": "both"}, "keep"),
     ({"adaptive_threshold": math.nan}, "adaptive_threshold"),
     ({"adaptive_min_steps": 9, "adaptive_max_steps": 3}, "adaptive_min_steps"),
@@ -100,3 +100,42 @@ def test_bad_settings_name_the_input(kw, needle):
 def test_kept_branch_index_matches_host_order():
     assert settings(keep="cond").kept_branch == 0
     assert settings(keep="uncond").kept_branch == 1
+
+
+def test_inputs_are_the_settings_fields_and_build_them():
+    assert cs.INPUT_NAMES == ("cutoff_mode", "guided_steps", "guided_fraction", "cutoff_sigma", "keep",
+                              "adaptive_threshold", "adaptive_min_steps", "adaptive_max_steps")
+    made = cs.settings_from_inputs({"model": object(), "cutoff_mode": cs.MODE_SIGMA, "cutoff_sigma": 2.5})
+    assert (made.cutoff_mode, made.cutoff_sigma, made.guided_steps) == (cs.MODE_SIGMA, 2.5, 10)
+    with pytest.raises(ValueError, match="guided_fraction must be between 0 and 1"):
+        cs.settings_from_inputs({"guided_fraction": 1.5})
+
+
+def test_sampler_traits_from_the_sampler_function():
+    k = cs.K_DIFFUSION
+    assert cs.sampler_traits(k, "sample_euler") == cs.SamplerTraits(True, 1, True)
+    assert cs.sampler_traits(k, "sample_euler", churn=0.5) == cs.SamplerTraits(True, 1, False)
+    assert cs.sampler_traits(k, "sample_euler", stock_guider=False).one_evaluation_per_step is False
+    assert cs.sampler_traits(k, "sample_heun") == cs.SamplerTraits(True, 1, False)
+    assert cs.sampler_traits(k, "sample_heunpp2").lookahead == 2
+    assert cs.sampler_traits(k, "dpm_fast_function").walks_schedule is False
+    assert cs.sampler_traits("comfy.extra_samplers.uni_pc", "sample_unipc") == cs.SamplerTraits(True, 1, False)
+    assert cs.sampler_traits("someone_elses.sampling", "sample_euler") == cs.SamplerTraits()
+
+
+def test_next_sigma_and_the_decision():
+    one = cs.SamplerTraits(True, 1, True)
+    walks = cs.SamplerTraits(True, 1, False)
+    assert cs.next_sigma(one, SCHEDULE, 3, 2) == cs.NextSigma(exact=SCHEDULE[3])
+    assert cs.next_sigma(walks, SCHEDULE, 3, 2) == cs.NextSigma(floor=SCHEDULE[3])
+    assert cs.next_sigma(walks, SCHEDULE, 3, 0) == cs.NextSigma(floor=SCHEDULE[1])
+    assert cs.next_sigma(walks, SCHEDULE, 100, 100) == cs.NextSigma()  # past the schedule: nothing known
+    assert cs.next_sigma(cs.SamplerTraits(), SCHEDULE, 0, -1) == cs.NextSigma()
+    cut = SCHEDULE[4]
+    assert cs.decide(cut, cs.NextSigma(exact=SCHEDULE[3])) == cs.TEXT
+    assert cs.decide(cut, cs.NextSigma(exact=cut)) == cs.NO_TEXT  # at the cutoff sigma: no text
+    assert cs.decide(cut, cs.NextSigma(floor=SCHEDULE[3])) == cs.TEXT
+    assert cs.decide(cut, cs.NextSigma(floor=cut)) == cs.READ
+    assert cs.decide(cut, cs.NextSigma()) == cs.READ
+    assert cs.decide(None, cs.NextSigma()) == cs.TEXT
+    assert cs.decide(None, cs.NextSigma(), dropped=True) == cs.NO_TEXT

@@ -80,8 +80,8 @@ def apply(cutoff, schedule_math, model, **settings):
 
 @pytest.mark.parametrize("sampler", ["euler", "heun", "dpmpp_2m", "uni_pc", "dpmpp_2s_ancestral"])
 @pytest.mark.parametrize("spec", [dict(guided_steps=STEPS), dict(guided_steps=STEPS + 7),
-                                  dict(mode="fraction of steps", guided_fraction=1.0),
-                                  dict(mode="sigma", cutoff_sigma=0.0)])
+                                  dict(cutoff_mode="fraction of steps", guided_fraction=1.0),
+                                  dict(cutoff_mode="sigma", cutoff_sigma=0.0)])
 def test_cutoff_at_or_past_last_step_is_bit_identical_noop(cutoff, schedule_math, model, conds, latent, sampler, spec):
     stock, _ = sample(model, conds, latent, sampler)
     patched, patch = apply(cutoff, schedule_math, model, **spec)
@@ -199,7 +199,7 @@ def test_one_evaluation_per_step_samplers_are_cut_without_reading_the_device(
     sample(recorded, conds, latent, sampler)
     run = patch.last_run
     assert stock_sigmas == run.schedule[:len(stock_sigmas)] and len(stock_sigmas) == STEPS
-    assert run.sigma_reads == 0 and run.one_evaluation_per_step
+    assert run.sigma_reads == 0 and run.traits.one_evaluation_per_step
     assert [batch for batch, _, _ in calls] == [4] * n + [2] * (STEPS - n)
     assert run.drop_sigma == run.schedule[n]
 
@@ -216,7 +216,7 @@ def test_euler_with_churn_reads_the_sigma_it_really_evaluates(cutoff, schedule_m
     comfy.sample.sample_custom(logged, noise, CFG, churned, torch.tensor(schedule), conds[0], conds[1], latent,
                                disable_pbar=True, seed=3)
     run = patch.last_run
-    assert not run.one_evaluation_per_step and run.sigma_reads >= 1
+    assert not run.traits.one_evaluation_per_step and run.sigma_reads >= 1
     assert run.single_evaluations == sum(1 for s in seen if s <= schedule[3])
     assert seen[3] > schedule[3]  # churned: counting would have been wrong here
 
@@ -298,7 +298,7 @@ def test_state_is_per_run(cutoff, schedule_math, model, conds, latent):
 
 
 def test_adaptive_drops_after_the_first_batch_wide_small_guidance(cutoff, schedule_math, model, conds, latent):
-    settings = dict(mode="adaptive", adaptive_min_steps=1, adaptive_max_steps=STEPS)
+    settings = dict(cutoff_mode="adaptive", adaptive_min_steps=1, adaptive_max_steps=STEPS)
     _, never = apply(cutoff, schedule_math, model, adaptive_threshold=0.0, **settings)
     sample(_, conds, latent)
     trace = never.last_run.guidance_trace
@@ -325,7 +325,7 @@ def test_adaptive_relative_guidance_matches_a_direct_computation(cutoff):
 
 
 def test_adaptive_respects_the_maximum(cutoff, schedule_math, model, conds, latent):
-    patched, patch = apply(cutoff, schedule_math, model, mode="adaptive", adaptive_threshold=0.0,
+    patched, patch = apply(cutoff, schedule_math, model, cutoff_mode="adaptive", adaptive_threshold=0.0,
                            adaptive_min_steps=0, adaptive_max_steps=4)
     sample(patched, conds, latent)
     assert patch.last_run.full_evaluations == 4 and patch.last_run.guided_steps() == 4

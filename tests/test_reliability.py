@@ -215,14 +215,14 @@ def resolve_settings(cs, case, schedule):
     values = dict(case.cutoff)
     if isinstance(values.get("cutoff_sigma"), tuple):
         values["cutoff_sigma"] = schedule[min(values["cutoff_sigma"][1], len(schedule) - 1)]
-    return cs.CutoffSettings(mode=case.mode, keep=case.keep, **values)
+    return cs.CutoffSettings(cutoff_mode=case.mode, keep=case.keep, **values)
 
 
 def expected_guided(cs, settings, schedule, evaluations):
     """Per evaluation, whether it should run both branches (README, "Which evaluations are
     guided"), and whether an adaptive decision was too close to call."""
     sigmas = [e.sigma for e in evaluations]
-    if settings.mode == cs.MODE_ADAPTIVE:
+    if settings.cutoff_mode == cs.MODE_ADAPTIVE:
         latest = cs.cutoff_sigma_for(settings, schedule)
         floor = cs.adaptive_floor_sigma(settings, schedule)
         return fm.adaptive_branches([e.relative for e in evaluations], sigmas, floor, latest,

@@ -350,7 +350,7 @@ def variants_for(cutoff_patch, cs, base, a_values, keeps, cond_a_values):
     variants = [("full", base.clone(), CFG, None), ("one", base.clone(), 1.0, None)]
     for keep in keeps:
         for a in (a_values if keep == "uncond" else cond_a_values):
-            settings = cs.CutoffSettings(mode=cs.MODE_FRACTION, guided_fraction=round(1.0 - a, 6), keep=keep)
+            settings = cs.CutoffSettings(cutoff_mode=cs.MODE_FRACTION, guided_fraction=round(1.0 - a, 6), keep=keep)
             patched, patch = cutoff_patch.apply_cutoff(base, settings)
             variants.append((f"cutoff a={a:g} keep={keep}", patched, CFG, (a, keep, patch)))
     return variants

@@ -8,6 +8,8 @@ combination whatever sampler list a ComfyUI version has.
 import random
 from dataclasses import dataclass, field
 
+from ..nodes.guidance_cutoff import schedule as cs
+
 DEFAULT_SEED = 20240531  # any fixed value; SHAPEFIRST_FUZZ_SEED overrides it in the test
 
 ARCHITECTURES = ("sd15", "sdxl")
@@ -26,8 +28,8 @@ SAMPLERS = (
 OFF_SCHEDULE_SAMPLERS = ("dpm_fast", "dpm_adaptive")
 SCHEDULERS = ("simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal",
               "linear_quadratic", "kl_optimal")
-MODES = ("guided steps", "fraction of steps", "sigma", "adaptive")
-KEEPS = ("uncond", "cond")
+MODES = cs.MODES  # (the cutoff's own lists: a new mode or keep is drawn as soon as it exists)
+KEEPS = cs.KEEP_CHOICES
 
 # Other patches a user may have on the same model (the host's own nodes).
 PATCHES = ("pag", "sag", "slg", "slg_simple", "apg", "cfg_zero_star", "freeu", "controlnet", "area")
@@ -73,11 +75,11 @@ def _rounded(rng, low, high, digits=2):
 
 def _cutoff_inputs(rng, mode, steps):
     """The mode's own inputs, edges included: 0, exactly the last step, past it."""
-    if mode == "guided steps":
+    if mode == cs.MODE_STEPS:
         return {"guided_steps": rng.choice([0, steps, steps + 3, rng.randint(0, steps)])}
-    if mode == "fraction of steps":
+    if mode == cs.MODE_FRACTION:
         return {"guided_fraction": rng.choice([0.0, 1.0, 0.5, _rounded(rng, 0.0, 1.0)])}
-    if mode == "sigma":
+    if mode == cs.MODE_SIGMA:
         # ("at", k): exactly the schedule's k-th sigma, resolved once the run's schedule is known
         return {"cutoff_sigma": rng.choice([0.0, 1000.0, ("at", rng.randint(0, steps)),
                                             round(10 ** rng.uniform(-1.5, 1.3), 4)])}

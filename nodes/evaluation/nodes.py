@@ -104,20 +104,23 @@ class ShapeFirstPaperTable(io.ComfyNode):
         noise = comfy.sample.prepare_noise(latent, seed)
 
         rows = [paper_table.Row("full CFG", 0)]
-        models = [(model, None)]
+        models = [model]
+        finished = {}  # variant -> its latest cutoff run, from the cutoff's report
+
         for fraction in fractions:
             a = paper_table.text_free_steps(steps, fraction)
             rows.append(paper_table.Row(f"cutoff a={a}", a))
-            models.append(cutoff_patch.apply_cutoff(model, cs.CutoffSettings(guided_steps=steps - a, keep=keep)))
+            patched, _ = cutoff_patch.apply_cutoff(model, cs.CutoffSettings(guided_steps=steps - a, keep=keep),
+                                                   report=lambda _, run, v=len(models): finished.update({v: run}))
+            models.append(patched)
 
         def run(variant, positive, run_steps):
-            patched, patch = models[variant]
             start = time.perf_counter()
-            samples = comfy.sample.sample(patched, noise, run_steps, cfg, sampler_name, scheduler, positive,
+            samples = comfy.sample.sample(models[variant], noise, run_steps, cfg, sampler_name, scheduler, positive,
                                           negative_cond, latent, seed=seed, disable_pbar=True)
             seconds = time.perf_counter() - start  # the result is on the intermediate device: work is done
-            saved = 0.0 if patch is None else cs.saved_share(patch.last_run.full_evaluations,
-                                                             patch.last_run.single_evaluations)
+            cut = finished.get(variant) if variant else None
+            saved = 0.0 if cut is None else cs.saved_share(cut.full_evaluations, cut.single_evaluations)
             return samples, seconds, saved
 
         total = len(models) * (1 + repeats * len(prompt_list))

@@ -144,7 +144,6 @@ class TraceRecorder:
         self.strip_steps = set()
         self.last_evaluation = (None, None)  # (guidance tensor or None, branches)
         self.cutoff_run = None
-        self._single_seen = 0
 
     def traced(self, model):
         """A clone of ``model`` with this recorder installed; the input stays as it is."""
@@ -167,13 +166,8 @@ class TraceRecorder:
             # cfg 1: the host evaluated the conditional branch only (uncond_denoised is zeros)
             self.last_evaluation = (None, fr.ONE_BRANCH)
             return args["denoised"]
-        branches = fr.BOTH_BRANCHES
-        if run is not None:
-            # The cutoff counts its single-branch evaluations: a new one means this was one.
-            if run.single_evaluations > self._single_seen:
-                branches = fr.ONE_BRANCH
-            self._single_seen = run.single_evaluations
-        self.last_evaluation = (self.guidance(cond, uncond, x, sigma), branches)
+        single = run is not None and run.last_evaluation_single  # the cutoff ran one branch for it
+        self.last_evaluation = (self.guidance(cond, uncond, x, sigma), fr.ONE_BRANCH if single else fr.BOTH_BRANCHES)
         return args["denoised"]
 
     def guidance(self, cond, uncond, x, sigma):

@@ -8,57 +8,54 @@ from . import schedule as cs
 CATEGORY = "shapefirst/guidance"
 
 
-def cutoff_inputs():
-    """The inputs both nodes share, in the order the widgets appear."""
-    return [
-        io.Combo.Input("cutoff_mode", options=list(cs.MODES), default=cs.MODE_STEPS, tooltip=(
-            "How the moment the text is dropped is given. 'guided steps': after this many sampling "
-            "steps. 'fraction of steps': after this share of the steps. 'sigma': once the noise level "
-            "falls to this sigma. 'adaptive': when the measured text guidance becomes small. "
-            "The paper's a (final steps without text) is total steps minus guided steps.")),
-        io.Int.Input("guided_steps", default=10, min=0, max=10000, tooltip=(
-            "Mode 'guided steps': how many steps use the text (full CFG); the rest evaluate one branch. "
-            "Counted within the steps this sampler run takes (after denoise or start_at_step). "
-            "At or past the last step nothing changes.")),
-        io.Float.Input("guided_fraction", default=0.5, min=0.0, max=1.0, step=0.01, tooltip=(
+# The widget of each cutoff input; the inputs themselves, their order and defaults are the
+# fields of ``schedule.CutoffSettings`` (one list for both nodes, the validation and the tests).
+WIDGETS = {
+    "cutoff_mode": lambda default: io.Combo.Input("cutoff_mode", options=list(cs.MODES), default=default, tooltip=(
+        "How the moment the text is dropped is given. 'guided steps': after this many sampling "
+        "steps. 'fraction of steps': after this share of the steps. 'sigma': once the noise level "
+        "falls to this sigma. 'adaptive': when the measured text guidance becomes small. "
+        "The paper's a (final steps without text) is total steps minus guided steps.")),
+    "guided_steps": lambda default: io.Int.Input("guided_steps", default=default, min=0, max=10000, tooltip=(
+        "Mode 'guided steps': how many steps use the text (full CFG); the rest evaluate one branch. "
+        "Counted within the steps this sampler run takes (after denoise or start_at_step). "
+        "At or past the last step nothing changes.")),
+    "guided_fraction": lambda default: io.Float.Input(
+        "guided_fraction", default=default, min=0.0, max=1.0, step=0.01, tooltip=(
             "Mode 'fraction of steps': share of the run's steps that use the text, rounded to a whole "
             "step (0.5 of 25 steps = 13). 0 drops the text from the start, 1 keeps it throughout.")),
-        io.Float.Input("cutoff_sigma", default=1.0, min=0.0, max=1000.0, step=0.01, round=0.0001, tooltip=(
+    "cutoff_sigma": lambda default: io.Float.Input(
+        "cutoff_sigma", default=default, min=0.0, max=1000.0, step=0.01, round=0.0001, tooltip=(
             "Mode 'sigma': every model evaluation at a noise level (sigma) above this uses the text, "
             "every one at or below it does not. SD1.x/SDXL schedules run from about 14.6 down to 0.03.")),
-        io.Combo.Input("keep", options=list(cs.KEEP_CHOICES), default=cs.KEEP_UNCOND, tooltip=(
-            "Which branch still runs after the cutoff. 'uncond' (the paper): only the unconditional "
-            "prediction, guidance weight 0. 'cond': only the conditional one, as Adaptive Guidance and "
-            "NGMS do, for comparison.")),
-        io.Float.Input("adaptive_threshold", default=0.15, min=0.0, max=10.0, step=0.005, tooltip=(
+    "keep": lambda default: io.Combo.Input("keep", options=list(cs.KEEP_CHOICES), default=default, tooltip=(
+        "Which branch still runs after the cutoff. 'uncond' (the paper): only the unconditional "
+        "prediction, guidance weight 0. 'cond': only the conditional one, as Adaptive Guidance and "
+        "NGMS do, for comparison.")),
+    "adaptive_threshold": lambda default: io.Float.Input(
+        "adaptive_threshold", default=default, min=0.0, max=10.0, step=0.005, tooltip=(
             "Mode 'adaptive': drop the text once ||eps_cond - eps_uncond|| / ||eps_uncond|| is below this "
             "for every image of the batch. 0.15 is roughly a cosine similarity of 0.99 between the two.")),
-        io.Int.Input("adaptive_min_steps", default=3, min=0, max=10000, tooltip=(
-            "Mode 'adaptive': always keep the text for at least this many steps.")),
-        io.Int.Input("adaptive_max_steps", default=1000, min=0, max=10000, tooltip=(
-            "Mode 'adaptive': drop the text after this many steps even if the guidance is still large.")),
-    ]
+    "adaptive_min_steps": lambda default: io.Int.Input("adaptive_min_steps", default=default, min=0, max=10000, tooltip=(
+        "Mode 'adaptive': always keep the text for at least this many steps.")),
+    "adaptive_max_steps": lambda default: io.Int.Input("adaptive_max_steps", default=default, min=0, max=10000, tooltip=(
+        "Mode 'adaptive': drop the text after this many steps even if the guidance is still large.")),
+}
 
 
-def settings_from(cutoff_mode, guided_steps, guided_fraction, cutoff_sigma, keep,
-                  adaptive_threshold, adaptive_min_steps, adaptive_max_steps):
-    return cs.CutoffSettings(
-        mode=cutoff_mode, guided_steps=guided_steps, guided_fraction=guided_fraction,
-        cutoff_sigma=cutoff_sigma, keep=keep, adaptive_threshold=adaptive_threshold,
-        adaptive_min_steps=adaptive_min_steps, adaptive_max_steps=adaptive_max_steps)
+def cutoff_inputs():
+    """The inputs both nodes share, in the order the widgets appear."""
+    defaults = cs.CutoffSettings()
+    return [WIDGETS[name](getattr(defaults, name)) for name in cs.INPUT_NAMES]
 
 
 def validate_cutoff_inputs(**kwargs):
     """True, or the message naming the bad input; the graph is left as it is."""
     try:
-        settings_from(**{k: kwargs[k] for k in _CUTOFF_INPUT_NAMES if k in kwargs})
-    except (TypeError, ValueError) as error:
+        cs.settings_from_inputs(kwargs)
+    except ValueError as error:
         return str(error)
     return True
-
-
-_CUTOFF_INPUT_NAMES = ("cutoff_mode", "guided_steps", "guided_fraction", "cutoff_sigma", "keep",
-                       "adaptive_threshold", "adaptive_min_steps", "adaptive_max_steps")
 
 
 def progress_reporter(node_id):
@@ -106,7 +103,7 @@ class ShapeFirstGuidanceCutoff(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, **kwargs) -> io.NodeOutput:
-        settings = settings_from(**kwargs)
+        settings = cs.settings_from_inputs(kwargs)
         patched, _ = cutoff_patch.apply_cutoff(model, settings, progress_reporter(_node_id(cls)))
         return io.NodeOutput(patched, ui=ui.PreviewText(cutoff_patch.describe_plan(settings)))
 
@@ -140,7 +137,7 @@ class ShapeFirstCutoffGuider(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, negative, cfg, **kwargs) -> io.NodeOutput:
-        settings = settings_from(**kwargs)
+        settings = cs.settings_from_inputs(kwargs)
         cutoff_patch.check_negative(negative, cfg)
         patched, _ = cutoff_patch.apply_cutoff(model, settings, progress_reporter(_node_id(cls)))
         guider = comfy.samplers.CFGGuider(patched)

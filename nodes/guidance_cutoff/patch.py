@@ -23,55 +23,17 @@ from . import schedule as cs
 RUN_STATE_KEY = "shapefirst_guidance_cutoff"
 WRAPPER_KEY = "shapefirst_guidance_cutoff"
 
-# Host samplers whose evaluations do not walk the given schedule step by step: the
-# sigma is read at every evaluation for them instead of being bounded by counting.
-_OFF_SCHEDULE_SAMPLERS = {"dpm_fast_function", "dpm_adaptive_function"}
-_SCHEDULE_SAMPLER_MODULES = {"comfy.k_diffusion.sampling", "comfy.extra_samplers.uni_pc", "comfy.samplers"}
-
-# Host samplers that evaluate the model once per step, at exactly the step's sigma (read
-# from comfy/k_diffusion/sampling.py): evaluation k runs at schedule[k], so the cutoff needs
-# no device read at all (a read would drain the GPU queue once; with CUDA graphs that costs
-# a few ms). Euler only without churn (s_churn raises the evaluated sigma).
-_ONE_EVALUATION_PER_STEP = {
-    "sample_euler", "sample_euler_ancestral", "sample_euler_ancestral_RF", "sample_lms", "sample_dpmpp_2m",
-    "sample_dpmpp_2m_sde", "sample_dpmpp_2m_sde_gpu", "sample_dpmpp_3m_sde", "sample_dpmpp_3m_sde_gpu",
-    "sample_lcm", "sample_ipndm", "sample_ipndm_v", "sample_deis",
-}
-
-# Host samplers whose step k evaluates below schedule[k + 1] (every other host sampler stays
-# within [schedule[k + 1], schedule[k]]): heunpp2's step k also evaluates at schedule[k + 2].
-# The floor from counting evaluations must reach that far, or such an evaluation at the
-# cutoff sigma would run both branches without the sigma being read.
-_SCHEDULE_LOOKAHEAD = {"sample_heunpp2": 2}
-
 log = logging.getLogger("ShapeFirst")
 
 
-def _sampler_function(sampler):
-    """(module, name) of the function a KSAMPLER runs; empty strings for other samplers."""
+def traits_of(sampler, guider):
+    """The schedule traits (``schedule.SamplerTraits``) of a sampler run by a guider: read off
+    the function a KSAMPLER runs, its churn, and whether the guider is ComfyUI's own CFG."""
     function = getattr(sampler, "sampler_function", None)
-    return getattr(function, "__module__", "") or "", getattr(function, "__name__", "") or ""
-
-
-def _walks_schedule(sampler):
-    """True for the host's samplers, which evaluate step by step along the schedule."""
-    module, name = _sampler_function(sampler)
-    return name not in _OFF_SCHEDULE_SAMPLERS and module in _SCHEDULE_SAMPLER_MODULES
-
-
-def _schedule_lookahead(sampler):
-    """How many schedule sigmas past its start a step of this sampler may evaluate at."""
-    module, name = _sampler_function(sampler)
-    return _SCHEDULE_LOOKAHEAD.get(name, 1) if module == "comfy.k_diffusion.sampling" else 1
-
-
-def _one_evaluation_per_step(sampler, guider):
-    """True when this run's k-th model evaluation is at schedule[k]: a host sampler of
-    that kind, and a guider that evaluates through ComfyUI's CFG function once per call."""
-    module, name = _sampler_function(sampler)
-    return (module == "comfy.k_diffusion.sampling" and name in _ONE_EVALUATION_PER_STEP
-            and not getattr(sampler, "extra_options", {}).get("s_churn", 0)
-            and getattr(type(guider), "predict_noise", None) is comfy.samplers.CFGGuider.predict_noise)
+    module, name = getattr(function, "__module__", "") or "", getattr(function, "__name__", "") or ""
+    churn = getattr(sampler, "extra_options", {}).get("s_churn", 0)
+    stock_guider = getattr(type(guider), "predict_noise", None) is comfy.samplers.CFGGuider.predict_noise
+    return cs.sampler_traits(module, name, churn, stock_guider)
 
 
 def relative_guidance(cond_pred, uncond_pred, x):
@@ -87,17 +49,20 @@ def relative_guidance(cond_pred, uncond_pred, x):
 
 class CutoffRun:
     """State of one sampler run. Lives in that run's model_options, so it never leaks
-    into the next run, another sampler, or the model the node received."""
+    into the next run, another sampler, or the model the node received.
 
-    def __init__(self, settings, schedule, walks_schedule, one_evaluation_per_step=False, lookahead=1):
+    At a glance: ``traits`` say how the sampler walks ``schedule``; the counters say how many
+    evaluations ran (``evaluations``) and how; ``next_sigma()`` is what is known of the next
+    one's sigma, ``schedule.decide`` turns that into text / no text / read the sigma.
+    """
+
+    def __init__(self, settings, schedule, traits):
         self.settings = settings
         self.schedule = schedule
         self.total_steps = cs.step_count(schedule)
-        self.walks_schedule = walks_schedule
-        self.one_evaluation_per_step = one_evaluation_per_step
-        self.lookahead = lookahead  # a step k evaluates at sigmas down to schedule[k + lookahead]
+        self.traits = traits
         self.cut_sigma = cs.cutoff_sigma_for(settings, schedule)
-        self.adaptive = settings.mode == cs.MODE_ADAPTIVE
+        self.adaptive = settings.cutoff_mode == cs.MODE_ADAPTIVE
         self.adaptive_floor = cs.adaptive_floor_sigma(settings, schedule) if self.adaptive else None
         self.dropped = False
         self.drop_sigma = None  # sigma of the first single-branch evaluation (fixed modes)
@@ -105,8 +70,9 @@ class CutoffRun:
         self.last_reported_step = -1
         self.full_evaluations = 0
         self.single_evaluations = 0
+        self.no_uncond_evaluations = 0  # cfg 1: ComfyUI asked for the conditional branch only
+        self.last_evaluation_single = False  # whether the latest evaluation ran one branch
         self.sigma_reads = 0
-        self.no_uncond_evaluations = 0
         self.replaced_by = None  # the function that took the slot from the cutoff, if one did
         self.stopped = False  # interrupted or failed before the sampler finished
         self.guidance_trace = []  # adaptive: (sigma, [relative guidance per image]) per measured evaluation
@@ -115,47 +81,40 @@ class CutoffRun:
     def evaluations(self):
         return self.full_evaluations + self.single_evaluations
 
+    def next_sigma(self):
+        """What is known of the next evaluation's sigma without a device read."""
+        return cs.next_sigma(self.traits, self.schedule, self.evaluations + self.no_uncond_evaluations,
+                             self.last_reported_step)
+
     def _read(self, *tensors):
         """One device->host copy of all values needed now (a synchronisation on a GPU)."""
         self.sigma_reads += 1
         return torch.cat([t.detach().float().reshape(-1) for t in tensors]).cpu().tolist()
 
-    def _latch(self, sigma):
-        self.dropped = True
-        self.drop_sigma = sigma
+    def drops_text(self, sigma, known):
+        """Whether the evaluation about to run at ``sigma`` (a device tensor) goes without
+        text; the sigma is read only when ``known`` does not settle it."""
+        decision = cs.decide(self.cut_sigma, known, self.dropped)
+        if decision == cs.READ:
+            (value,) = self._read(sigma.max())
+            decision = cs.NO_TEXT if value <= self.cut_sigma else cs.TEXT
+            known = cs.NextSigma(exact=value)
+        if decision == cs.NO_TEXT and not self.dropped:
+            self.dropped = True
+            self.drop_sigma = known.exact if known.exact is not None else known.bound
+        return decision == cs.NO_TEXT
 
-    def known_sigma(self):
-        """The next evaluation's sigma when it is known without reading the device."""
-        calls = self.evaluations + self.no_uncond_evaluations  # every model evaluation so far
-        if self.one_evaluation_per_step and calls < len(self.schedule):
-            return self.schedule[calls]
-        return None
+    def count(self, single):
+        if single:
+            self.single_evaluations += 1
+        else:
+            self.full_evaluations += 1
+        self.last_evaluation_single = single
 
-    def known_floor_sigma(self):
-        """A sigma the next evaluation is known to be at or above, without reading the
-        device, or None when the sampler does not walk the schedule."""
-        if not self.walks_schedule:
-            return None
-        floor = cs.sigma_floor_index(self.evaluations, self.last_reported_step, self.lookahead)
-        return self.schedule[floor] if floor < len(self.schedule) else None
-
-    def should_drop(self, sigma, floor_sigma, known_sigma=None):
-        """Decide for the evaluation about to run at ``sigma`` (a device tensor), reading it
-        only when neither ``known_sigma`` nor the floor settles the question."""
-        if self.dropped:
-            return True
-        if self.cut_sigma is None or (floor_sigma is not None and floor_sigma > self.cut_sigma):
-            return False
-        (value,) = (known_sigma,) if known_sigma is not None else self._read(sigma.max())
-        if value <= self.cut_sigma:
-            self._latch(value)
-            return True
-        return False
-
-    def observe(self, sigma, floor_sigma, cond_pred, uncond_pred, x):
+    def observe(self, sigma, known, cond_pred, uncond_pred, x):
         """Adaptive mode: after a guided evaluation past the minimum steps, drop the text
         from the next evaluation on once every image of the batch is under the threshold."""
-        if floor_sigma is not None and floor_sigma > self.adaptive_floor:
+        if not cs.measures_guidance(self.adaptive_floor, known):
             return  # still inside the minimum steps: nothing to decide, nothing to read
         values = self._read(sigma.max(), relative_guidance(cond_pred, uncond_pred, x))
         value_sigma, per_image = values[0], values[1:]
@@ -206,13 +165,14 @@ class CutoffRun:
 
 
 class GuidanceCutoffPatch:
-    """Installed on a cloned ModelPatcher by :func:`apply_cutoff`."""
+    """Installed on a cloned ModelPatcher by :func:`apply_cutoff`. It holds settings only;
+    each run's state is a :class:`CutoffRun` in that run's model_options."""
 
     def __init__(self, settings, previous_calc_cond_batch=None, report=None):
         self.settings = settings
         self.previous_calc_cond_batch = previous_calc_cond_batch
         self.report = report
-        self.last_run = None  # the latest finished run, for tests and the node UI
+        self.last_run = None  # the latest finished run, for introspection (the nodes use ``report``)
 
     def __deepcopy__(self, memo):
         # ModelPatcher.clone() deep-copies model_options, slot included: every later node
@@ -222,11 +182,15 @@ class GuidanceCutoffPatch:
         return self
 
     def _compute(self, args, conds):
+        """The branches in ``conds`` (None: not computed), by the function that was in the slot
+        before the cutoff or else by ComfyUI's own calc_cond_batch."""
         if self.previous_calc_cond_batch is not None:
             return self.previous_calc_cond_batch({**args, "conds": conds})
         return comfy.samplers.calc_cond_batch(args["model"], conds, args["input"], args["sigma"], args["model_options"])
 
-    def calc_cond_batch(self, args):
+    def evaluate_branches(self, args):
+        """ComfyUI's ``sampler_calc_cond_batch_function`` slot: [cond, uncond] predictions,
+        both computed while the text is used, only the kept one (returned in both places) after."""
         conds = args["conds"]
         run = args["model_options"].get(RUN_STATE_KEY)
         if run is None:  # called outside a sampler run we set up: behave like the host
@@ -235,28 +199,26 @@ class GuidanceCutoffPatch:
             run.no_uncond_evaluations += 1
             return self._compute(args, conds)
         keep = self.settings.kept_branch
-        known_sigma = run.known_sigma()
-        floor_sigma = known_sigma if known_sigma is not None else run.known_floor_sigma()
-        if run.should_drop(args["sigma"], floor_sigma, known_sigma):
+        known = run.next_sigma()
+        if run.drops_text(args["sigma"], known):
             single = [None, None]
             single[keep] = conds[keep]
             kept = self._compute(args, single)[keep]
-            run.single_evaluations += 1
+            run.count(single=True)
             return [kept, kept]
         out = self._compute(args, conds)
-        run.full_evaluations += 1
+        run.count(single=False)
         if run.adaptive:
-            run.observe(args["sigma"], floor_sigma, out[0], out[1], args["input"])
+            run.observe(args["sigma"], known, out[0], out[1], args["input"])
         return out
 
     def sampler_sample_wrapper(self, executor, guider, sigmas, extra_args, callback, *args, **kwargs):
         schedule = sigmas.detach().float().cpu().tolist()  # once per run, before any step
-        run = CutoffRun(self.settings, schedule, _walks_schedule(executor.class_obj),
-                        _one_evaluation_per_step(executor.class_obj, guider), _schedule_lookahead(executor.class_obj))
+        run = CutoffRun(self.settings, schedule, traits_of(executor.class_obj, guider))
         model_options = extra_args["model_options"]  # this run's own copy (CFGGuider.inner_sample)
         check_run_inputs(self.settings, run, guider, model_options)
         slot = model_options.get("sampler_calc_cond_batch_function")
-        if slot != self.calc_cond_batch:  # a later patch overwrote the one slot: say so, don't pretend
+        if slot != self.evaluate_branches:  # a later patch overwrote the one slot: say so, don't pretend
             run.replaced_by = getattr(slot, "__qualname__", repr(slot))
         # beside, not inside, transformer_options: those reach the UNet, and a compiled UNet
         # would recompile when their size changes
@@ -325,18 +287,18 @@ def apply_cutoff(model, settings, report=None):
         previous = owner.previous_calc_cond_batch
     patched.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.SAMPLER_SAMPLE, WRAPPER_KEY)
     patch = GuidanceCutoffPatch(settings, previous, report)
-    patched.set_model_sampler_calc_cond_batch_function(patch.calc_cond_batch)
+    patched.set_model_sampler_calc_cond_batch_function(patch.evaluate_branches)
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.SAMPLER_SAMPLE, WRAPPER_KEY, patch.sampler_sample_wrapper)
     return patched, patch
 
 
 def describe_plan(settings):
     """One line for the node UI: what will happen, in the user's own units."""
-    if settings.mode == cs.MODE_STEPS:
+    if settings.cutoff_mode == cs.MODE_STEPS:
         plan = f"text for the first {settings.guided_steps} steps"
-    elif settings.mode == cs.MODE_FRACTION:
+    elif settings.cutoff_mode == cs.MODE_FRACTION:
         plan = f"text for the first {100 * settings.guided_fraction:g}% of the steps"
-    elif settings.mode == cs.MODE_SIGMA:
+    elif settings.cutoff_mode == cs.MODE_SIGMA:
         plan = f"text while sigma > {settings.cutoff_sigma:g}"
     else:
         plan = (f"text until ||eps_c - eps_u|| / ||eps_u|| < {settings.adaptive_threshold:g} "

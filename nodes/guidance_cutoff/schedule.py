@@ -10,9 +10,13 @@ Vocabulary (used across the pack and its README):
   every one at or below it evaluates a single branch. For ``N`` guided steps it is
   ``schedule[N]``, so multi-evaluation samplers (heun, dpm_2, ...) are cut by the noise
   level they actually evaluate at, not by counting calls.
+
+Also here, as pure functions of the schedule and the run's counts: what is known of the next
+evaluation's sigma without reading it from the device (``SamplerTraits``, ``next_sigma``),
+and the decision that follows (``decide``).
 """
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 MODE_STEPS = "guided steps"
 MODE_FRACTION = "fraction of steps"
@@ -30,8 +34,9 @@ BRANCH_INDEX = {KEEP_COND: 0, KEEP_UNCOND: 1}
 
 @dataclass(frozen=True)
 class CutoffSettings:
-    """What the user asked for; validated on construction."""
-    mode: str = MODE_STEPS
+    """What the user asked for; validated on construction. The field names are the node
+    inputs' names (``INPUT_NAMES``), in the order the nodes show them."""
+    cutoff_mode: str = MODE_STEPS
     guided_steps: int = 10
     guided_fraction: float = 0.5
     cutoff_sigma: float = 1.0
@@ -50,14 +55,23 @@ class CutoffSettings:
         return BRANCH_INDEX[self.keep]
 
 
+INPUT_NAMES = tuple(f.name for f in fields(CutoffSettings))
+
+
+def settings_from_inputs(values):
+    """CutoffSettings from a node's input values (other keys, such as ``model``, ignored);
+    inputs left out take their defaults. Raises ValueError naming a bad input."""
+    return CutoffSettings(**{name: values[name] for name in INPUT_NAMES if name in values})
+
+
 def _finite(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def validate_settings(s):
     """An error message naming the bad input and the fix, or None when all is well."""
-    if s.mode not in MODES:
-        return f"cutoff_mode must be one of {', '.join(MODES)}; got {s.mode!r}."
+    if s.cutoff_mode not in MODES:
+        return f"cutoff_mode must be one of {', '.join(MODES)}; got {s.cutoff_mode!r}."
     if s.keep not in KEEP_CHOICES:
         return f"keep must be 'uncond' (the paper) or 'cond'; got {s.keep!r}."
     if not _finite(s.guided_steps) or s.guided_steps < 0 or int(s.guided_steps) != s.guided_steps:
@@ -95,11 +109,11 @@ def guided_steps_below(schedule, sigma):
 def fixed_guided_steps(settings, schedule):
     """``N`` for the fixed modes (for adaptive: its maximum), clamped to the run's steps."""
     total = step_count(schedule)
-    if settings.mode == MODE_STEPS:
+    if settings.cutoff_mode == MODE_STEPS:
         return min(int(settings.guided_steps), total)
-    if settings.mode == MODE_FRACTION:
+    if settings.cutoff_mode == MODE_FRACTION:
         return guided_steps_from_fraction(total, settings.guided_fraction)
-    if settings.mode == MODE_SIGMA:
+    if settings.cutoff_mode == MODE_SIGMA:
         return guided_steps_below(schedule, settings.cutoff_sigma)
     return min(int(settings.adaptive_max_steps), total)
 
@@ -110,7 +124,7 @@ def cutoff_sigma_for(settings, schedule):
     For the adaptive mode this is the latest possible cutoff (its maximum step).
     """
     total = step_count(schedule)
-    if settings.mode == MODE_SIGMA:
+    if settings.cutoff_mode == MODE_SIGMA:
         return settings.cutoff_sigma if guided_steps_below(schedule, settings.cutoff_sigma) < total else None
     n = fixed_guided_steps(settings, schedule)
     return schedule[n] if n < total else None
@@ -127,20 +141,116 @@ def paper_a(total_steps, guided_steps):
     return total_steps - guided_steps
 
 
-def sigma_floor_index(evaluations_before, last_reported_step, lookahead=1):
-    """An index ``f`` such that the next evaluation's sigma is ``>= schedule[f]``.
+# --- what is known of the next evaluation's sigma -------------------------------------------
 
-    For samplers that walk the schedule, step ``k`` evaluates at sigmas in
-    ``[schedule[k + lookahead], schedule[k]]``: ``lookahead`` is 1 for most samplers, 2 for
-    heunpp2 (its step ``k`` also evaluates at ``schedule[k + 2]``). The ``E``-th evaluation
-    (0-based) belongs to a step ``k <= E``; once the sampler has reported step ``c`` through
-    its callback, the next evaluation is a later stage of step ``c`` or the first one of step
-    ``c + 1`` (at ``schedule[c + 1]``). Either way the sigma is at least
-    ``schedule[min(E, c) + lookahead]``. Knowing this without reading the sigma from
-    the device avoids a GPU->CPU synchronisation at every step: the sigma is only read
-    once this bound no longer proves the evaluation is above the cutoff.
+# Host samplers whose evaluations do not walk the given schedule step by step (the sigma must
+# be read at every evaluation for them), and the modules whose samplers do walk it.
+OFF_SCHEDULE_SAMPLERS = {"dpm_fast_function", "dpm_adaptive_function"}
+SCHEDULE_SAMPLER_MODULES = {"comfy.k_diffusion.sampling", "comfy.extra_samplers.uni_pc", "comfy.samplers"}
+K_DIFFUSION = "comfy.k_diffusion.sampling"
+
+# Host samplers that evaluate the model once per step, at exactly the step's sigma (read from
+# comfy/k_diffusion/sampling.py): evaluation k runs at schedule[k], so the cutoff needs no
+# device read at all (a read drains the GPU queue; with CUDA graphs that costs a few ms).
+# Euler only without churn (s_churn raises the evaluated sigma).
+ONE_EVALUATION_PER_STEP = {
+    "sample_euler", "sample_euler_ancestral", "sample_euler_ancestral_RF", "sample_lms", "sample_dpmpp_2m",
+    "sample_dpmpp_2m_sde", "sample_dpmpp_2m_sde_gpu", "sample_dpmpp_3m_sde", "sample_dpmpp_3m_sde_gpu",
+    "sample_lcm", "sample_ipndm", "sample_ipndm_v", "sample_deis",
+}
+
+# Host samplers whose step k evaluates below schedule[k + 1] (every other host sampler stays
+# within [schedule[k + 1], schedule[k]]): heunpp2's step k also evaluates at schedule[k + 2].
+SCHEDULE_LOOKAHEAD = {"sample_heunpp2": 2}
+
+
+@dataclass(frozen=True)
+class SamplerTraits:
+    """How a sampler's evaluations relate to the schedule.
+
+    - ``walks_schedule``: step ``k`` evaluates at sigmas in
+      ``[schedule[k + lookahead], schedule[k]]`` (the host's samplers, but dpm_fast/dpm_adaptive);
+    - ``lookahead``: 1 for most samplers, 2 for heunpp2;
+    - ``one_evaluation_per_step``: evaluation ``k`` runs at exactly ``schedule[k]``.
+    """
+    walks_schedule: bool = False
+    lookahead: int = 1
+    one_evaluation_per_step: bool = False
+
+
+def sampler_traits(module, name, churn=0.0, stock_guider=True):
+    """The traits of the sampler function ``module.name`` (unknown samplers: none), run with
+    ``s_churn = churn`` by a guider that evaluates through ComfyUI's CFG once per call."""
+    walks = name not in OFF_SCHEDULE_SAMPLERS and module in SCHEDULE_SAMPLER_MODULES
+    k_diffusion = module == K_DIFFUSION
+    return SamplerTraits(
+        walks_schedule=walks,
+        lookahead=SCHEDULE_LOOKAHEAD.get(name, 1) if k_diffusion else 1,
+        one_evaluation_per_step=k_diffusion and name in ONE_EVALUATION_PER_STEP and not churn and stock_guider)
+
+
+@dataclass(frozen=True)
+class NextSigma:
+    """The next evaluation's sigma as far as it is known without a device read: ``exact``
+    when known, else ``floor``, a sigma it is at or above (None: nothing known)."""
+    exact: float = None
+    floor: float = None
+
+    @property
+    def bound(self):
+        """The best lower bound there is: the exact value, else the floor."""
+        return self.exact if self.exact is not None else self.floor
+
+
+def next_sigma(traits, schedule, evaluations, last_reported_step):
+    """What is known of evaluation number ``evaluations`` (0-based: that many ran before it)
+    once the sampler has reported step ``last_reported_step`` (-1: none yet) through its callback.
+
+    One evaluation per step: it runs at ``schedule[evaluations]``. Samplers that walk the
+    schedule: at or above ``schedule[sigma_floor_index(...)]``. Nothing is known otherwise.
+    Knowing this avoids a GPU->CPU synchronisation at every step: the sigma is only read once
+    the bound no longer proves the evaluation is above the cutoff.
+    """
+    if traits.one_evaluation_per_step and evaluations < len(schedule):
+        return NextSigma(exact=schedule[evaluations])
+    if traits.walks_schedule:
+        floor = sigma_floor_index(evaluations, last_reported_step, traits.lookahead)
+        return NextSigma(floor=schedule[floor] if floor < len(schedule) else None)
+    return NextSigma()
+
+
+def sigma_floor_index(evaluations_before, last_reported_step, lookahead=1):
+    """An index ``f`` such that the next evaluation's sigma is ``>= schedule[f]``, for a
+    sampler that walks the schedule (step ``k`` evaluates within
+    ``[schedule[k + lookahead], schedule[k]]``). The ``E``-th evaluation (0-based) belongs to a
+    step ``k <= E``; once the sampler has reported step ``c`` through its callback, the next
+    evaluation is a later stage of step ``c`` or the first one of step ``c + 1`` (at
+    ``schedule[c + 1]``). Either way the sigma is at least ``schedule[min(E, c) + lookahead]``.
     """
     return min(evaluations_before, last_reported_step) + lookahead
+
+
+TEXT, NO_TEXT, READ = "text", "no text", "read the sigma"
+
+
+def decide(cut_sigma, known, dropped=False):
+    """For the next evaluation: ``TEXT`` (both branches), ``NO_TEXT`` (one branch), or ``READ``
+    when only the sigma itself can tell (then: one branch iff sigma <= cut_sigma)."""
+    if dropped:
+        return NO_TEXT
+    if cut_sigma is None:
+        return TEXT
+    if known.exact is not None:
+        return NO_TEXT if known.exact <= cut_sigma else TEXT
+    if known.floor is not None and known.floor > cut_sigma:
+        return TEXT
+    return READ
+
+
+def measures_guidance(adaptive_floor, known):
+    """Adaptive mode: whether the guided evaluation just run may decide (False while the
+    known bound still lies above the minimum steps' last sigma: nothing to read then)."""
+    return known.bound is None or known.bound <= adaptive_floor
 
 
 def saved_share(full_evaluations, single_evaluations):

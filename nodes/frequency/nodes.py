@@ -82,7 +82,9 @@ class ShapeFirstFrequencyTrace(io.ComfyNode):
                                                  "Cutoff); the input itself is not modified."),
                 io.Conditioning.Input("positive", tooltip="The prompt's conditioning."),
                 io.Conditioning.Input("negative", tooltip="The negative or empty prompt's conditioning."),
-                io.Latent.Input("latent_image", tooltip="The latent to denoise (Empty Latent Image for text to image)."),
+                io.Latent.Input("latent_image", tooltip=(
+                    "The latent to denoise (Empty Latent Image for text to image). Of a latent with several "
+                    "parts (LTX-2 video + audio) all are sampled and the first, the video, is traced.")),
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
                              tooltip="The noise seed; same as KSampler's for the same result."),
                 io.Int.Input("steps", default=20, min=1, max=10000, tooltip="Number of sampling steps."),
@@ -120,12 +122,13 @@ class ShapeFirstFrequencyTrace(io.ComfyNode):
                 denoise, cutoff_radius, strip_columns, vae=None) -> io.NodeOutput:
         rec.check_cutoff(cutoff_radius)
         rec.check_latent(latent_image["samples"], model, "latent_image")
-        recorder = rec.TraceRecorder(model, cutoff_radius, strip_columns, rec.live_sender(cls.hidden.unique_id))
+        recorder = rec.TraceRecorder(model, cutoff_radius, strip_columns, rec.live_sender(cls.hidden.unique_id),
+                                     rec.part_shapes(latent_image["samples"]))
         latent = rec.sample_like_ksampler(recorder.traced(model), seed, steps, cfg, sampler_name, scheduler,
                                           positive, negative, latent_image, denoise)
         data = recorder.payload(
             f"Frequency trace: {sampler_name}/{scheduler}, {recorder.total_steps} steps, cfg {cfg:g}",
-            latent["samples"].shape)
+            rec.image_part(latent["samples"]).shape)
         plot = rec.to_image(fp.render_chart(data))
         strip = rec.to_image(rec.decode_strip(vae, model, recorder, cutoff_radius))
         return io.NodeOutput(latent, plot, strip, fr.to_json(data), ui={fr.UI_KEY: [data]})
@@ -157,7 +160,8 @@ class ShapeFirstForwardFrequency(io.ComfyNode):
                              tooltip="Seed of the added noise."),
                 cutoff_input(),
                 io.Latent.Input("latent", optional=True, tooltip=(
-                    "The clean latent (e.g. from VAE Encode or a sampler). Give this or image.")),
+                    "The clean latent (e.g. from VAE Encode or a sampler). Give this or image. Of a latent with "
+                    "several parts (LTX-2 video + audio) the first, the video, is used.")),
                 io.Image.Input("image", optional=True, tooltip="An image to encode with vae; used when no latent is given."),
                 io.Vae.Input("vae", optional=True, tooltip="Encodes image; needed only with image."),
             ],
@@ -184,6 +188,7 @@ class ShapeFirstForwardFrequency(io.ComfyNode):
         else:
             raise ValueError("Give a latent or an image (with its vae): the forward process needs a clean picture to noise.")
         rec.check_latent(samples, model, name)
+        samples = rec.image_part(samples)  # of video + audio (LTX-2), the video
         if torch.count_nonzero(samples) == 0:
             raise ValueError(f"{name} is all zeros (an empty latent): the forward process needs real content; "
                              f"encode an image with VAE Encode, or use a sampled latent.")

@@ -76,8 +76,45 @@ def to_uint8(images):
     return [np.clip(image.detach().float().cpu().numpy() * 255.0, 0, 255).astype(np.uint8)[..., :3] for image in images]
 
 
+# ---------------------------------------------------------------- multi-part latents
+# ComfyUI 0.3.75 and newer hosts (not 0.3.64) carry a latent of several parts, e.g. LTX-2's
+# video + audio, as a NestedTensor (``is_nested``) and sample it packed flat as [batch, 1, n]
+# (comfy.utils.pack_latents). The frequency nodes follow its first part, the picture, as the
+# host's own preview does. Feature checks, not version checks: older hosts never pass one.
+
+def is_multi_part(samples):
+    return bool(getattr(samples, "is_nested", False))
+
+
+def image_part(samples):
+    """A multi-part latent's first part (the video of video + audio); a plain latent as it is."""
+    return samples.unbind()[0] if is_multi_part(samples) else samples
+
+
+def part_shapes(samples):
+    """The shapes of a multi-part latent's parts, or None for a plain latent."""
+    return [part.shape for part in samples.unbind()] if is_multi_part(samples) else None
+
+
+def unpacked_image_part(x, shapes):
+    """The first part, in its own shape, of a tensor the sampler holds packed from parts of
+    these ``shapes``; ``x`` itself when nothing was packed."""
+    if is_multi_part(x):
+        return image_part(x)
+    if shapes is None or len(shapes) < 2 or x.ndim != 3:
+        return x
+    return comfy.utils.unpack_latents(x, shapes)[0]
+
+
 def check_latent(samples, model, name):
     """A clear error (naming the input) when a latent does not fit the model."""
+    if is_multi_part(samples):
+        # The host's formats for several parts give one channel count for all of them
+        # (MiniMax H3 AV: 32, the larger of its video's 24 and audio's 32): check the axes only.
+        problem = fb.check_spatial(image_part(samples), f"{name} (its first part)")
+        if problem:
+            raise ValueError(problem)
+        return
     problem = fb.check_spatial(samples, name)
     if problem:
         raise ValueError(problem)
@@ -118,6 +155,11 @@ def summaries(*tensors, cutoff):
 def split_bands(samples, cutoff_radius, name="latent"):
     """(low, high) of a latent, on the host's intermediate device; a clear error naming
     ``name`` when it has no spatial axes."""
+    if is_multi_part(samples):
+        # the outputs are single latents: splitting only the first part would drop the others
+        raise ValueError(
+            f"{name} holds several latents (e.g. LTX-2 video + audio); the split gives one low and one "
+            f"high latent. Split its parts first (ComfyUI's Separate AV Latent node) and connect one of them.")
     problem = fb.check_spatial(samples, name)
     if problem:
         raise ValueError(problem)
@@ -133,8 +175,9 @@ class TraceRecorder:
     both predictions of each evaluation) and a SAMPLER_SAMPLE wrapper (sees the schedule
     and wraps the step callback). Returns every prediction unchanged."""
 
-    def __init__(self, model, cutoff_radius, strip_columns, send=None):
+    def __init__(self, model, cutoff_radius, strip_columns, send=None, latent_part_shapes=None):
         self.model_sampling = model.get_model_object("model_sampling")
+        self.part_shapes = latent_part_shapes  # the input's parts, when it has several
         self.cutoff_radius = cutoff_radius
         self.strip_columns = strip_columns
         self.send = send
@@ -174,14 +217,24 @@ class TraceRecorder:
         """RMS of the two branches' difference in the model's output units, batch mean:
         (x0_u - x0_c) / sigma, which is eps_c - eps_u for noise-predicting models (x = x0 +
         sigma * eps) and the velocity difference for flow models (x0 = x - sigma * v)."""
+        cond, uncond, x = (unpacked_image_part(t, self.part_shapes) for t in (cond, uncond, x))
         sigma = sigma.to(torch.float32).reshape((-1,) + (1,) * (x.ndim - 1))
         return fb.rms((uncond.float() - cond.float()) / sigma).mean()
 
-    def sampler_sample_wrapper(self, executor, guider, sigmas, extra_args, callback, *args, **kwargs):
-        self.sigmas = sigmas.detach().float().cpu().tolist()  # once per run
-        total = self.total_steps
+    def start_run(self, sigmas, shapes=None):
+        """Fresh state for a sampler run over ``sigmas`` (a list); ``shapes``: the parts of a
+        multi-part latent as the host packed them for this run, if it says so."""
+        self.sigmas = list(sigmas)
+        self.part_shapes = shapes or self.part_shapes
         self.points = []
-        self.strip_steps = set(fp.strip_steps(total, self.strip_columns))
+        self.strip_steps = set(fp.strip_steps(self.total_steps, self.strip_columns))
+
+    def sampler_sample_wrapper(self, executor, guider, sigmas, extra_args, callback, *args, **kwargs):
+        # Newer hosts name the packed parts on the model (latent_shapes; also when they built the
+        # parts themselves from an empty latent); older ones packed only the input given.
+        host_shapes = getattr(getattr(guider, "inner_model", None), "latent_shapes", None)
+        self.start_run(sigmas.detach().float().cpu().tolist(), host_shapes)  # once per run
+        total = self.total_steps
         if self.send is not None:
             self.send(fr.EVENT_START, {"kind": fr.KIND_TRACE, "total_steps": total, "panels": fr.panels(fr.KIND_TRACE),
                                        "title": "sampling trace (live)", "cutoff_radius": self.cutoff_radius})
@@ -195,6 +248,7 @@ class TraceRecorder:
         return executor(guider, sigmas, extra_args, record, *args, **kwargs)
 
     def record(self, step, x0, x):
+        x0, x = unpacked_image_part(x0, self.part_shapes), unpacked_image_part(x, self.part_shapes)
         sigma = self.sigmas[step] if step < len(self.sigmas) else None
         guidance, branches = self.last_evaluation
         self.last_evaluation = (None, None)

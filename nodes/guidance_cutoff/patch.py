@@ -175,9 +175,10 @@ class GuidanceCutoffPatch:
         self.last_run = None  # the latest finished run, for introspection (the nodes use ``report``)
 
     def __deepcopy__(self, memo):
-        # ModelPatcher.clone() deep-copies model_options, slot included: every later node
-        # (LoRA, FreeU, ...) would otherwise hold a copy that the run's wrapper, which stays
-        # this object, cannot recognise. The patch holds settings only (run state lives in
+        # ModelPatcher.clone() deep-copies model_options, slot included (0.3.64, 0.3.75; newer
+        # hosts copy only its dicts and lists and share the slot's function as it is): every
+        # later node (LoRA, FreeU, ...) would otherwise hold a copy that the run's wrapper, which
+        # stays this object, cannot recognise. The patch holds settings only (run state lives in
         # each run's model_options), so the clones can share it.
         return self
 

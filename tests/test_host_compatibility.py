@@ -71,28 +71,34 @@ def test_the_host_has_the_api(host, module, name):
 
 @pytest.fixture(scope="module")
 def cutoff(pack):
-    return pack["nodes.cutoff_patch"]
+    return pack["nodes.guidance_cutoff.patch"]
 
 
-def test_every_sampler_the_cutoff_names_is_still_the_hosts(cutoff):
+@pytest.fixture(scope="module")
+def schedule(pack):
+    return pack["nodes.guidance_cutoff.schedule"]
+
+
+def test_every_sampler_the_cutoff_names_is_still_the_hosts(schedule):
     """The cutoff skips its device reads for samplers it knows by module and function name;
     a renamed one would silently take the slower path."""
     import comfy.k_diffusion.sampling
-    for name in sorted(cutoff._ONE_EVALUATION_PER_STEP | set(cutoff._SCHEDULE_LOOKAHEAD)):
+    for name in sorted(schedule.ONE_EVALUATION_PER_STEP | set(schedule.SCHEDULE_LOOKAHEAD)):
         assert callable(getattr(comfy.k_diffusion.sampling, name, None)), f"{name} is gone from this host"
 
 
-def test_every_host_sampler_is_classified_by_the_cutoff(cutoff):
+def test_every_host_sampler_is_classified_by_the_cutoff(cutoff, schedule):
     """Every sampler the KSampler offers runs a function from a module the cutoff knows, or
     one of the two it treats as off the schedule (dpm_fast, dpm_adaptive)."""
     import comfy.samplers
     off_schedule = set()
     for name in comfy.samplers.KSampler.SAMPLERS:
-        module, function = cutoff._sampler_function(comfy.samplers.sampler_object(name))
-        assert module in cutoff._SCHEDULE_SAMPLER_MODULES, (name, module)
-        if not cutoff._walks_schedule(comfy.samplers.sampler_object(name)):
-            off_schedule.add(function)
-    assert off_schedule == cutoff._OFF_SCHEDULE_SAMPLERS
+        sampler = comfy.samplers.sampler_object(name)
+        function = sampler.sampler_function
+        assert function.__module__ in schedule.SCHEDULE_SAMPLER_MODULES, (name, function.__module__)
+        if not cutoff.traits_of(sampler, None).walks_schedule:
+            off_schedule.add(function.__name__)
+    assert off_schedule == schedule.OFF_SCHEDULE_SAMPLERS
 
 
 # ---------------------------------------------------------------- multi-part latents
@@ -108,7 +114,7 @@ def nested(host):
 
 @pytest.fixture(scope="module")
 def rec(pack):
-    return pack["nodes.frequency_recording"]
+    return pack["nodes.frequency.recording"]
 
 
 def video_and_audio(seed=0, batch=2):

@@ -512,7 +512,7 @@ def machine_line(env):
         parts.append(f"kernel launch {env['kernel_launch_us']:.1f} µs")
     if gpu and "error" not in gpu:
         parts.append(f"GPU at start: SM {gpu.get('clocks.sm')}, {gpu.get('power.draw')}, {gpu.get('temperature.gpu')} °C, "
-                     f"{len(gpu.get('compute_processes', []))} other compute processes")
+                     f"compute processes on it: {len(gpu.get('compute_processes', []))} (the benchmark's own included)")
     return " · ".join(parts)
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import pack_loader
+
 pytestmark = pytest.mark.host
 
 SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "cutoff_benchmark.py"
@@ -77,3 +79,58 @@ def test_markdown_table_and_merge(results):
     merged_data = json.loads(merged.read_text())
     assert len(merged_data["cells"]) == 2 * len(data["cells"])
     assert merged_data["notes"][-1] == "merged twice"
+
+
+# ---------------------------------------------------------------- today's families (SD3, Flux, Wan)
+
+FAMILY_SIZES = {"sd3.5-large": 64, "sd3-medium": 64, "flux-dev-cfg": 64, "wan2.1-1.3b": "64x48x5"}
+FAMILY_STEPS = 2  # one step with text, one without: both batch shapes, little CPU time
+
+
+@pytest.fixture(scope="module")
+def family_results(host, tmp_path_factory):
+    """The DiT and video families' code paths at a tiny size: one process, one repeat."""
+    out = tmp_path_factory.mktemp("families")
+    groups = ",".join(f"{name}:1:{FAMILY_STEPS}:eager:1" for name in FAMILY_SIZES)
+    command = [sys.executable, str(SCRIPT), "--comfyui", str(host), "--device", "cpu", "--tiny", "--groups", groups,
+               "--a-values", "0.5", "--no-sync-check", "--out", str(out / "f.json"), "--md", str(out / "f.md")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return json.loads((out / "f.json").read_text()), (out / "f.md").read_text()
+
+
+def test_families_sample_with_the_cutoff_in_every_cell(family_results):
+    data, markdown = family_results
+    assert data["errors"] == []
+    cells = data["cells"]
+    assert {(c["model"], c["keep"]) for c in cells} == {(m, k) for m in FAMILY_SIZES for k in ("uncond", "cond")}
+    for c in cells:
+        assert c["size"] == FAMILY_SIZES[c["model"]] and c["dtype"] == "float32"
+        assert (c["a_steps"], c["full_evaluations"], c["single_evaluations"]) == (1, 1, 1), c
+        for key in ("cutoff_over_ideal", "saved_pct", "unet_ms_b", "unet_ms_2b"):
+            assert math.isfinite(c[key]), (key, c)
+        assert f"| {c['model']}@{c['size']} | float32 |" in markdown
+    for group in data["groups"]:
+        assert group["outputs_finite"], group["model"]
+        assert all(len(runs) == 1 for runs in group["runs_s"].values())
+
+
+def test_results_record_the_machine(family_results):
+    data, markdown = family_results
+    env = data["environment"]
+    assert env["machine"]["runtime"] in ("gVisor", "Firecracker", "other") and env["machine"]["kernel"]
+    assert env["kernel_launch_us"] > 0
+    assert "kernel launch" in markdown
+
+
+def load_model_families():
+    return pack_loader.pack_module("tools.model_families")
+
+
+@pytest.mark.parametrize("name, published_billions", [
+    ("sd3.5-large", 8.1), ("sd3-medium", 2.0), ("flux-dev-cfg", 11.9), ("wan2.1-1.3b", 1.4)])
+def test_full_size_configs_have_the_published_sizes(host, name, published_billions):
+    """The full-size builders are the released models' shapes (counted on the meta device)."""
+    families = load_model_families()
+    assert math.isclose(families.parameter_count(name) / 1e9, published_billions, rel_tol=0.03)
+    assert families.parameter_count(name, tiny=True) < 5e7

@@ -30,7 +30,6 @@ import argparse
 import datetime
 import json
 import logging
-import math
 import platform
 import re
 import statistics
@@ -39,7 +38,9 @@ import time
 import warnings
 from pathlib import Path
 
-import pack_loader  # beside this script (Python puts a script's folder first on sys.path)
+import machine_state  # this script's neighbours (Python puts a script's folder first on sys.path)
+import model_families
+import pack_loader
 from pack_loader import pack_module
 
 REPO = pack_loader.REPO
@@ -97,29 +98,6 @@ def find_host(explicit):
 
 # ---------------------------------------------------------------- models and inputs
 
-def fan_in_std(shape):
-    fan_in = math.prod(shape[1:]) if len(shape) > 1 else shape[0]
-    return 1.0 / math.sqrt(max(fan_in, 1))
-
-
-def fill_random(module, seed):
-    """Seeded weights in place, on the device the model was loaded to (filling 2.6 B SDXL
-    weights on the CPU would take longer than the benchmark): norms at identity, biases
-    zero, other weights N(0, 1/fan_in) so activations stay finite in fp16."""
-    import torch
-    with torch.no_grad():
-        first = next(module.parameters())
-        generator = torch.Generator(device=first.device).manual_seed(seed)
-        for name, param in sorted(module.named_parameters(), key=lambda kv: kv[0]):
-            leaf = name.rsplit(".", 1)[-1]
-            if ("norm" in name.lower()) and leaf == "weight":
-                param.fill_(1.0)
-            elif leaf == "bias":
-                param.zero_()
-            else:
-                param.normal_(0.0, fan_in_std(param.shape), generator=generator)
-
-
 def full_model(architecture, seed=0):
     """The host's full-size UNet (fp16, random weights) in a ModelPatcher, loaded to the GPU
     through the host's model management."""
@@ -134,11 +112,13 @@ def full_model(architecture, seed=0):
     patcher = comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
                                                offload_device=mm.unet_offload_device())
     mm.load_models_gpu([patcher])
-    fill_random(model.diffusion_model, seed)
+    model_families.fill_random(model.diffusion_model, seed)  # on the GPU: 2.6 B weights
     return patcher
 
 
 def build_model(architecture, tiny):
+    if model_families.is_family(architecture):  # SD3, Flux, Wan
+        return model_families.build(architecture, tiny)
     if tiny:
         return pack_module("tools.tiny_test_models").tiny_model(architecture, seed=0)
     return full_model(architecture)
@@ -147,6 +127,8 @@ def build_model(architecture, tiny):
 def random_conditioning(architecture, tiny, batch, seed=SEED):
     """(positive, negative, latent, noise): random text embeddings of the model's shapes,
     an empty latent of the model's resolution and the host's seeded noise."""
+    if model_families.is_family(architecture):
+        return model_families.random_inputs(architecture, tiny, batch, seed)
     import torch
     import comfy.sample
     size, width, pooled = (TINY_SHAPES if tiny else SHAPES)[architecture]
@@ -161,6 +143,18 @@ def random_conditioning(architecture, tiny, batch, seed=SEED):
     positive, negative = cond(), cond()
     latent = torch.zeros(batch, 4, size // 8, size // 8)
     return positive, negative, latent, comfy.sample.prepare_noise(latent, seed)
+
+
+def model_size(architecture, tiny):
+    if model_families.is_family(architecture):
+        return model_families.size_label(architecture, tiny)
+    return (TINY_SHAPES if tiny else SHAPES)[architecture][0]
+
+
+def model_dtype(architecture, tiny):
+    if model_families.is_family(architecture):
+        return model_families.dtype_name(architecture, tiny)
+    return "float32" if tiny else "float16"
 
 
 def regime_model(base, regime):
@@ -411,8 +405,8 @@ def run_group(spec, model, args, clock, device, recompiles, sync_check):
     median = {name: statistics.median(values) for name, values in times.items()}
     full, one = median["full"], median["one"]
     group = {
-        "model": model_name, "size": (TINY_SHAPES if args.tiny else SHAPES)[model_name][0], "batch": batch,
-        "steps": steps, "regime": regime, "repeats": repeats, "full_s": full, "one_s": one,
+        "model": model_name, "size": model_size(model_name, args.tiny), "dtype": model_dtype(model_name, args.tiny),
+        "batch": batch, "steps": steps, "regime": regime, "repeats": repeats, "full_s": full, "one_s": one,
         "unet_ms_b": unet_b, "unet_ms_2b": unet_2b, "unet_2b_over_b": unet_2b / unet_b,
         "runs_s": times, "warmup_s": {k: v["seconds"] for k, v in warmup.items()},
         "cpu_s_median": {k: statistics.median(v) for k, v in cpu_seconds.items()},
@@ -441,7 +435,8 @@ def run_group(spec, model, args, clock, device, recompiles, sync_check):
         cutoff = median[name]
         over_ideal, interval = ratio_with_interval(times[name], times["full"], times["one"], guided, steps)
         cells.append({
-            "model": model_name, "size": group["size"], "batch": batch, "steps": steps, "regime": regime,
+            "model": model_name, "size": group["size"], "dtype": group["dtype"], "batch": batch, "steps": steps,
+            "regime": regime,
             "a": a, "a_steps": steps - guided, "keep": keep, "full_s": full, "one_s": one, "cutoff_s": cutoff,
             "ideal_s": ideal, "cutoff_over_ideal": over_ideal, "cutoff_over_ideal_90": interval,
             "saved_pct": 100.0 * (1.0 - cutoff / full),
@@ -484,6 +479,9 @@ def environment(device, tiny):
         "python": platform.python_version(), "tiny_models": tiny, "dtype": "float32" if tiny else "float16",
         "sampler": SAMPLER, "scheduler": SCHEDULER, "cfg": CFG,
         "attention": "pytorch sdpa" if mm.ENABLE_PYTORCH_ATTENTION else "host default",
+        # what sets the pace of launch-bound runs, and the GPU's state before the first group
+        "machine": machine_state.host_machine(), "kernel_launch_us": machine_state.kernel_launch_us(device),
+        "gpu_state_start": machine_state.gpu_state(),
     }
 
 
@@ -491,28 +489,48 @@ REGIME_LABELS = {"eager": "eager", "host-inductor": "TorchCompileModel (inductor
                  "reduce-overhead": "ShapeFirstCompileModel (reduce-overhead)", "dynamo-eager": "dynamo, eager backend"}
 
 
+def machine_line(env):
+    """Card, host, torch, sandbox, CPU, launch cost and GPU state of one run's environment."""
+    machine, gpu = env.get("machine") or {}, env.get("gpu_state_start") or {}
+    parts = [env["device"], f"ComfyUI {env['comfyui']}", f"torch {env['torch']}"]
+    if machine:
+        parts.append(f"{machine['runtime']} (kernel {machine['kernel']}), {machine['cpu']}, {machine['cpu_count']} CPUs")
+    if env.get("kernel_launch_us") is not None:
+        parts.append(f"kernel launch {env['kernel_launch_us']:.1f} µs")
+    if gpu and "error" not in gpu:
+        parts.append(f"GPU at start: SM {gpu.get('clocks.sm')}, {gpu.get('power.draw')}, {gpu.get('temperature.gpu')} °C, "
+                     f"compute processes on it: {len(gpu.get('compute_processes', []))} (the benchmark's own included)")
+    return " · ".join(parts)
+
+
 def render_markdown(results):
     env = results["environment"]
     lines = [
         "# Guidance cutoff: wall time on the GPU",
         "",
-        f"{env['device']} · ComfyUI {env['comfyui']} · torch {env['torch']} · {env['dtype']} · "
-        f"{env['sampler']}/{env['scheduler']}, cfg {env['cfg']} · {env['date']} · random weights, "
+        f"{env['sampler']}/{env['scheduler']}, cfg {env['cfg']} · random weights, "
         f"`tools/cutoff_benchmark.py`. Medians of at least {results['repeats']} interleaved runs after a "
         "warm-up of each variant.",
+        "",
+    ]
+    runs = results.get("environments") or {"-": env}
+    lines += ["| run | date | machine |", "|---|---|---|"]
+    lines += [f"| {source} | {e['date']} | {machine_line(e)} |" for source, e in runs.items()]
+    lines += [
         "",
         "full = both CFG branches every step; one = cfg 1 (one branch); a = share of steps without text; "
         "ideal = guided steps at the full time per step, the rest at the one-branch time; "
         "cutoff/ideal with a 90 % bootstrap interval over the interleaved rounds (wide where the machine is noisy); "
         "UNet b / 2b = one UNet call for one branch / both (CUDA events).",
         "",
-        "| model | batch | steps | regime | a | keep | full s | one s | cutoff s | ideal s | cutoff/ideal "
+        "| model | dtype | batch | steps | regime | a | keep | full s | one s | cutoff s | ideal s | cutoff/ideal "
         "| 90 % interval | saved % | UNet b ms | UNet 2b ms | run |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in results["cells"]:
         lines.append(
-            f"| {c['model']}@{c['size']} | {c['batch']} | {c['steps']} | {REGIME_LABELS[c['regime']]} | {c['a']:g} "
+            f"| {c['model']}@{c['size']} | {c.get('dtype', env['dtype'])} | {c['batch']} | {c['steps']} "
+            f"| {REGIME_LABELS[c['regime']]} | {c['a']:g} "
             f"| {c['keep']} | {c['full_s']:.3f} | {c['one_s']:.3f} | {c['cutoff_s']:.3f} | {c['ideal_s']:.3f} "
             f"| {c['cutoff_over_ideal']:.3f} | {c['cutoff_over_ideal_90'][0]:.3f}–{c['cutoff_over_ideal_90'][1]:.3f} "
             f"| {c['saved_pct']:.1f} | {c['unet_ms_b']:.1f} | {c['unet_ms_2b']:.1f} "
@@ -564,10 +582,15 @@ def write_results(results, out, md):
 def merge(paths, notes):
     """One result file from several runs (e.g. one device call per regime)."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
-    for path, part in zip(paths, parts):  # which run each number came from
+    environments = {}
+    for path, part in zip(paths, parts):  # which run, on which date and machine, each number came from
         for item in part["groups"] + part["cells"]:
             item.setdefault("source", Path(path).stem)
+            item.setdefault("date", part["environment"]["date"])
+        environments.update(part.get("environments") or {
+            source: part["environment"] for source in dict.fromkeys(i["source"] for i in part["groups"])})
     merged = dict(parts[0])
+    merged["environments"] = environments
     merged["groups"] = [g for p in parts for g in p["groups"]]
     merged["cells"] = [c for p in parts for c in p["cells"]]
     for group in merged["groups"]:  # intervals from the raw runs (older files have none)
@@ -662,6 +685,7 @@ def main(argv=None):
     results = {"environment": environment(device, args.tiny), "repeats": min(spec[4] for spec in specs),
                "groups": [], "cells": [],
                "skipped": [], "errors": [], "notes": list(args.note)}
+    print(machine_line(results["environment"]), flush=True)
     models = {}  # (model, regime) -> ModelPatcher; one compiled model per regime, reused across groups
     sync_checked = set()
     for spec in specs:
@@ -686,6 +710,7 @@ def main(argv=None):
             results["errors"].append({"group": ":".join(map(str, spec)), "error": repr(error)[:2000]})
             write_results(results, args.out, args.md)
             continue
+        group["gpu_state_after"] = machine_state.gpu_state()  # clocks and power under load
         results["groups"].append(group)
         results["cells"].extend(cells)
         write_results(results, args.out, args.md)
@@ -710,6 +735,7 @@ def main(argv=None):
               f"device allocations per run: {group['device_allocations_median']}", flush=True)
         if group["sync_debug_counts"]:
             print(f"  syncs per run: {json.dumps(group['sync_debug_counts'])}", flush=True)
+    results["environment"]["gpu_state_end"] = machine_state.gpu_state()
     write_results(results, args.out, args.md)
     return 0
 

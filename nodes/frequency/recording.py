@@ -17,6 +17,7 @@ import comfy.samplers
 import comfy.utils
 import latent_preview
 
+from .. import server_messages
 from ..guidance_cutoff import patch as cutoff_patch
 from . import bands as fb
 from . import chart as fp
@@ -49,12 +50,8 @@ def run_with_fallback(function, *tensors):
 def live_sender(node_id):
     """Sends chart events to the client that queued the prompt; None when there is no such
     client (API calls without client_id, tests): nothing is broadcast to other users."""
-    try:
-        from server import PromptServer
-    except ImportError:
-        return None
-    server = getattr(PromptServer, "instance", None)
-    client_id = getattr(server, "client_id", None)
+    server = server_messages.prompt_server()
+    client_id = server_messages.queueing_client(server)
     if server is None or client_id is None or node_id is None:
         return None
 

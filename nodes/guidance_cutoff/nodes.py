@@ -2,6 +2,7 @@
 import comfy.samplers
 from comfy_api.latest import io, ui
 
+from .. import server_messages
 from . import patch as cutoff_patch
 from . import schedule as cs
 
@@ -61,14 +62,10 @@ def validate_cutoff_inputs(**kwargs):
 def progress_reporter(node_id):
     """Sends the end-of-run summary to the node as progress text, when a server runs."""
     def report(message, run):
-        try:
-            from server import PromptServer
-        except ImportError:
-            return
-        server = getattr(PromptServer, "instance", None)
+        server = server_messages.prompt_server()
         if server is not None and node_id is not None:
             # to the client that queued the prompt, like the host's own progress messages
-            server.send_progress_text(message, node_id, getattr(server, "client_id", None))
+            server.send_progress_text(message, node_id, server_messages.queueing_client(server))
     return report
 
 

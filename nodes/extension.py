@@ -17,7 +17,7 @@ HOST_FREE_MODULES = (
     "nodes/frequency/__init__.py", "nodes/frequency/bands.py", "nodes/frequency/report.py",
     "nodes/frequency/chart.py",
     "nodes/evaluation/__init__.py", "nodes/evaluation/metrics.py", "nodes/evaluation/paper_table.py",
-    "nodes/performance/__init__.py", "nodes/demo_models/__init__.py", "nodes/server_messages.py",
+    "nodes/performance/__init__.py", "nodes/demo_models/__init__.py",
 )
 
 log = logging.getLogger("ShapeFirst")

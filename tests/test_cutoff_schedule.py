@@ -54,7 +54,8 @@ def test_sigma_mode_counts_steps_that_start_above_it():
 
 def test_adaptive_bounds():
     s = settings(cutoff_mode=cs.MODE_ADAPTIVE, adaptive_min_steps=2, adaptive_max_steps=7)
-    assert cs.adaptive_floor_sigma(s, SCHEDULE) == SCHEDULE[2]
+    assert cs.adaptive_floor_sigma(s, SCHEDULE) == SCHEDULE[1]  # the last minimum step's measurement decides
+    assert cs.adaptive_floor_sigma(settings(cutoff_mode=cs.MODE_ADAPTIVE, adaptive_min_steps=0), SCHEDULE) is None
     assert cs.cutoff_sigma_for(s, SCHEDULE) == SCHEDULE[7]
     assert cs.cutoff_sigma_for(settings(cutoff_mode=cs.MODE_ADAPTIVE, adaptive_max_steps=99), SCHEDULE) is None
 

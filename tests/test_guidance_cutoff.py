@@ -302,15 +302,16 @@ def test_adaptive_drops_after_the_first_batch_wide_small_guidance(cutoff, schedu
     _, never = apply(cutoff, schedule_math, model, adaptive_threshold=0.0, **settings)
     sample(_, conds, latent)
     trace = never.last_run.guidance_trace
-    assert never.last_run.single_evaluations == 0 and len(trace) == STEPS - 1
+    # adaptive_min_steps 1: step 0's measurement may already decide, so every step is measured
+    assert never.last_run.single_evaluations == 0 and len(trace) == STEPS
     per_eval_max = [max(values) for _, values in trace]
     threshold = sorted(per_eval_max)[len(per_eval_max) // 2] + 1e-6
     expected_drop = next(i for i, v in enumerate(per_eval_max) if v < threshold)
     patched, patch = apply(cutoff, schedule_math, model, adaptive_threshold=threshold, **settings)
     sample(patched, conds, latent)
     run = patch.last_run
-    # guided: the minimum step, then measured ones up to the first below threshold
-    assert run.full_evaluations == 1 + expected_drop + 1
+    # guided: the measured ones up to and including the first below the threshold
+    assert run.full_evaluations == expected_drop + 1
     assert run.single_evaluations == STEPS - run.full_evaluations
     assert run.guidance_trace == trace[:expected_drop + 1]
 
@@ -326,7 +327,7 @@ def test_adaptive_relative_guidance_matches_a_direct_computation(cutoff):
 
 def test_adaptive_respects_the_maximum(cutoff, schedule_math, model, conds, latent):
     patched, patch = apply(cutoff, schedule_math, model, cutoff_mode="adaptive", adaptive_threshold=0.0,
-                           adaptive_min_steps=0, adaptive_max_steps=4)
+                           adaptive_min_steps=1, adaptive_max_steps=4)
     sample(patched, conds, latent)
     assert patch.last_run.full_evaluations == 4 and patch.last_run.guided_steps() == 4
 

@@ -173,21 +173,25 @@ def adaptive_branches(measured, sigmas, floor_sigma, latest_sigma, threshold, ma
 
     ``sigmas[i]`` is evaluation i's noise level, ``measured[i]`` the largest
     ||eps_c - eps_u|| / ||eps_u|| of its batch (None when it ran one branch).
-    Evaluations above ``floor_sigma`` (the minimum steps) always guide; the text goes
-    after the first guided one at or below it whose value is under ``threshold`` (the
-    whole batch), and at the latest at ``latest_sigma`` (the maximum steps; None: never).
+    Evaluations above ``floor_sigma`` (the last minimum step's sigma) always guide; the first
+    guided one at or below it whose value is under ``threshold`` (the whole batch) ends the
+    text for every evaluation below its sigma, and at the latest at ``latest_sigma`` (the
+    maximum steps; None: never).
+    ``floor_sigma`` None (minimum 0): no evaluation guides.
     Returns (a list of True = guided, whether a value was too close to the threshold
     to decide the outcome robustly).
     """
-    guided, dropped, ambiguous = [], False, False
+    guided, dropped, decided_at, ambiguous = [], floor_sigma is None, None, False  # None: minimum 0
     for value, sigma in zip(measured, sigmas):
         if not dropped and latest_sigma is not None and sigma <= latest_sigma:
             dropped = True
+        if not dropped and decided_at is not None and sigma < decided_at:
+            dropped = True  # below the sigma whose measurement ended the text
         guided.append(not dropped)
-        if dropped or value is None or sigma > floor_sigma:
+        if dropped or decided_at is not None or value is None or sigma > floor_sigma:
             continue
         if abs(value - threshold) <= margin * max(threshold, 1.0):
             ambiguous = True
         if value < threshold:
-            dropped = True
+            decided_at = sigma
     return guided, ambiguous

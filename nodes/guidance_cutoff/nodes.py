@@ -38,9 +38,12 @@ WIDGETS = {
             "Mode 'adaptive': drop the text once ||eps_cond - eps_uncond|| / ||eps_uncond|| is below this "
             "for every image of the batch. 0.15 is roughly a cosine similarity of 0.99 between the two.")),
     "adaptive_min_steps": lambda default: io.Int.Input("adaptive_min_steps", default=default, min=0, max=10000, tooltip=(
-        "Mode 'adaptive': always keep the text for at least this many steps.")),
+        "Mode 'adaptive': the first this many steps always use the text; the guidance measured in the last "
+        "of them may already end it, so with every measurement under the threshold the text goes after exactly "
+        "this many steps. 0: no step uses the text (nothing can be measured before the first).")),
     "adaptive_max_steps": lambda default: io.Int.Input("adaptive_max_steps", default=default, min=0, max=10000, tooltip=(
-        "Mode 'adaptive': drop the text after this many steps even if the guidance is still large.")),
+        "Mode 'adaptive': drop the text after this many steps even if the guidance is still large "
+        "(equal to adaptive_min_steps: exactly that many steps use the text).")),
 }
 
 

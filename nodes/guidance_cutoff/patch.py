@@ -65,8 +65,8 @@ class CutoffRun:
         self.adaptive = settings.cutoff_mode == cs.MODE_ADAPTIVE
         self.adaptive_floor = cs.adaptive_floor_sigma(settings, schedule) if self.adaptive else None
         self.dropped = False
-        self.drop_sigma = None  # sigma of the first single-branch evaluation (fixed modes)
-        self.last_guided_sigma = None  # sigma of the last guided evaluation (adaptive mode)
+        self.drop_sigma = None  # sigma of the first single-branch evaluation
+        self.adaptive_cut = None  # adaptive: the sigma whose measurement ended the text
         self.last_reported_step = -1
         self.full_evaluations = 0
         self.single_evaluations = 0
@@ -76,6 +76,9 @@ class CutoffRun:
         self.replaced_by = None  # the function that took the slot from the cutoff, if one did
         self.stopped = False  # interrupted or failed before the sampler finished
         self.guidance_trace = []  # adaptive: (sigma, [relative guidance per image]) per measured evaluation
+        if self.adaptive and self.adaptive_floor is None and self.total_steps:
+            # adaptive_min_steps 0: nothing can be measured before the first evaluation
+            self.dropped, self.drop_sigma = True, schedule[0]
 
     @property
     def evaluations(self):
@@ -93,16 +96,21 @@ class CutoffRun:
 
     def drops_text(self, sigma, known):
         """Whether the evaluation about to run at ``sigma`` (a device tensor) goes without
-        text; the sigma is read only when ``known`` does not settle it."""
-        decision = cs.decide(self.cut_sigma, known, self.dropped)
-        if decision == cs.READ:
-            (value,) = self._read(sigma.max())
-            decision = cs.NO_TEXT if value <= self.cut_sigma else cs.TEXT
-            known = cs.NextSigma(exact=value)
-        if decision == cs.NO_TEXT and not self.dropped:
-            self.dropped = True
-            self.drop_sigma = known.exact if known.exact is not None else known.bound
-        return decision == cs.NO_TEXT
+        text; the sigma is read (once) only when ``known`` does not settle it. Cuts: the fixed
+        one (at or below ``cut_sigma``) and, once the adaptive mode decided, below the sigma it
+        measured (so a step that starts there, like heun's after its corrector, keeps the text)."""
+        if self.dropped:
+            return True
+        for cut, strict in ((self.cut_sigma, False), (self.adaptive_cut, True)):
+            decision = cs.decide(cut, known, strict=strict)
+            if decision == cs.READ:
+                (value,) = self._read(sigma.max())
+                known = cs.NextSigma(exact=value)
+                decision = cs.decide(cut, known, strict=strict)
+            if decision == cs.NO_TEXT:
+                self.dropped, self.drop_sigma = True, known.exact
+                return True
+        return False
 
     def count(self, single):
         if single:
@@ -114,22 +122,19 @@ class CutoffRun:
     def observe(self, sigma, known, cond_pred, uncond_pred, x):
         """Adaptive mode: after a guided evaluation past the minimum steps, drop the text
         from the next evaluation on once every image of the batch is under the threshold."""
-        if not cs.measures_guidance(self.adaptive_floor, known):
+        if self.adaptive_cut is not None or not cs.measures_guidance(self.adaptive_floor, known):
             return  # still inside the minimum steps: nothing to decide, nothing to read
         values = self._read(sigma.max(), relative_guidance(cond_pred, uncond_pred, x))
         value_sigma, per_image = values[0], values[1:]
         self.guidance_trace.append((value_sigma, per_image))
         # per batch: the text goes only when no image still needs it
         if value_sigma <= self.adaptive_floor and max(per_image) < self.settings.adaptive_threshold:
-            self.dropped = True
-            self.last_guided_sigma = value_sigma
+            self.adaptive_cut = value_sigma  # evaluations below it go without text
 
     def guided_steps(self):
         """Steps that used the text, read off the schedule at the sigma where it stopped."""
         if not self.dropped:
             return self.total_steps
-        if self.drop_sigma is None:
-            return sum(1 for s in self.schedule[:self.total_steps] if s >= self.last_guided_sigma)
         return cs.guided_steps_below(self.schedule, self.drop_sigma)
 
     def summary(self, distilled=False):
@@ -157,11 +162,10 @@ class CutoffRun:
                 f"keeping {self.settings.keep}; {self.single_evaluations} of "
                 f"{2 * self.evaluations} UNet branch evaluations saved ({100 * saved:.1f}%).")
 
-
     def _where(self):
-        if self.drop_sigma is not None:
-            return f"from sigma {self.drop_sigma:.4g}"
-        return f"adaptive, after sigma {self.last_guided_sigma:.4g}"
+        if self.adaptive_cut is not None:
+            return f"adaptive: guidance measured small at sigma {self.adaptive_cut:.4g}"
+        return f"from sigma {self.drop_sigma:.4g}"
 
 
 class GuidanceCutoffPatch:
@@ -259,7 +263,7 @@ def check_run_inputs(settings, run, guider, model_options):
     conds = getattr(guider, "conds", None)
     if isinstance(conds, dict) and "negative" in conds:
         check_negative(conds["negative"], getattr(guider, "cfg", None))
-    first_single = run.cut_sigma is not None and run.cut_sigma >= run.schedule[0]
+    first_single = run.dropped or (run.cut_sigma is not None and run.cut_sigma >= run.schedule[0])
     if settings.keep == cs.KEEP_COND and first_single and model_options.get("disable_cfg1_optimization"):
         # e.g. Self-Attention Guidance: it reads the unconditional branch's attention, and fails
         # deep inside ComfyUI when that branch never runs

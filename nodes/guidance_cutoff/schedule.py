@@ -131,9 +131,13 @@ def cutoff_sigma_for(settings, schedule):
 
 
 def adaptive_floor_sigma(settings, schedule):
-    """The adaptive mode guides every evaluation above this sigma (its minimum steps)."""
+    """The sigma of the last of the adaptive mode's minimum steps: evaluations above it always
+    use the text, a guided one at or below it may decide to drop it from the next evaluation on.
+    None for ``adaptive_min_steps = 0``: the text is dropped before the first evaluation.
+    (With ``k`` minimum steps, step ``k - 1`` evaluates at ``schedule[k - 1]``, so its
+    measurement can end the text after exactly ``k`` steps.)"""
     n = min(int(settings.adaptive_min_steps), step_count(schedule))
-    return schedule[n]
+    return schedule[n - 1] if n > 0 else None
 
 
 def paper_a(total_steps, guided_steps):
@@ -233,23 +237,25 @@ def sigma_floor_index(evaluations_before, last_reported_step, lookahead=1):
 TEXT, NO_TEXT, READ = "text", "no text", "read the sigma"
 
 
-def decide(cut_sigma, known, dropped=False):
+def decide(cut_sigma, known, dropped=False, strict=False):
     """For the next evaluation: ``TEXT`` (both branches), ``NO_TEXT`` (one branch), or ``READ``
-    when only the sigma itself can tell (then: one branch iff sigma <= cut_sigma)."""
+    when only the sigma itself can tell. One branch at sigma <= cut_sigma (``strict``: at
+    sigma < cut_sigma, for the adaptive mode's cut at the sigma it measured)."""
     if dropped:
         return NO_TEXT
     if cut_sigma is None:
         return TEXT
     if known.exact is not None:
-        return NO_TEXT if known.exact <= cut_sigma else TEXT
-    if known.floor is not None and known.floor > cut_sigma:
+        below = known.exact < cut_sigma if strict else known.exact <= cut_sigma
+        return NO_TEXT if below else TEXT
+    if known.floor is not None and (known.floor >= cut_sigma if strict else known.floor > cut_sigma):
         return TEXT
     return READ
 
 
 def measures_guidance(adaptive_floor, known):
     """Adaptive mode: whether the guided evaluation just run may decide (False while the
-    known bound still lies above the minimum steps' last sigma: nothing to read then)."""
+    known bound still lies above the last minimum step's sigma: nothing to read then)."""
     return known.bound is None or known.bound <= adaptive_floor
 
 

@@ -40,7 +40,7 @@ TRACE_TYPE = "ShapeFirstFrequencyTrace"
 # The strip tick colours of js/frequency_chart.js (both branches / one branch).
 BOTH_BRANCHES_RGB = (255, 200, 0)
 ONE_BRANCH_RGB = (0, 200, 230)
-STARTUP_TIMEOUT = 90  # generous: a loaded 2-core CI machine imports torch slowly
+STARTUP_TIMEOUT = 240  # generous: a loaded 2-core machine imports torch and the host slowly
 RUN_TIMEOUT = 120
 
 _missing = [name for name, found in (("chromium", CHROMIUM), ("chromedriver (Debian package chromium-driver)",

@@ -272,7 +272,9 @@ def run_case(case, models, conds, controlnets, cutoff, cs):
     patched_model, patch = cutoff.apply_cutoff(stock_model, settings)
     recorder.reset()
     cut = cs.cutoff_sigma_for(settings, schedule)
-    if "sag" in case.patches and case.keep == "cond" and cut is not None and cut >= schedule[0]:
+    no_guided_step = (cut is not None and cut >= schedule[0]) or (
+        case.mode == cs.MODE_ADAPTIVE and case.cutoff["adaptive_min_steps"] == 0)
+    if "sag" in case.patches and case.keep == "cond" and no_guided_step:
         # SAG reads the unconditional branch, which keep=cond without a guided step never runs:
         # refused up front (README) instead of SAG failing deep inside ComfyUI
         with pytest.raises(ValueError, match="keep 'cond' with no guided step"):

@@ -1,6 +1,6 @@
 // ShapeFirst: the frequency chart inside the Frequency Trace and Forward Frequency nodes.
 //
-// Data arrive three ways, all in the payload format of shapefirst_core/frequency_report.py:
+// Data arrive three ways, all in the payload format of nodes/frequency/report.py:
 // - live while sampling: "shapefirst.frequency.start" (panels, total steps) then one
 //   "shapefirst.frequency.step" per step, sent by the server to the client that queued the prompt;
 // - when the node finishes: its UI output (onExecuted), the authoritative numbers;

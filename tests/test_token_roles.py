@@ -1,6 +1,7 @@
 """Row roles, row selections and the swap's alignment, without the host."""
 import pytest
 
+from shapefirst.nodes import validation
 from shapefirst.nodes.eos_tokens import roles as tr
 from shapefirst.nodes.eos_tokens.roles import EOS, PADDING, PROMPT, SOS
 
@@ -148,6 +149,6 @@ def test_token_map_names_the_family_size_and_every_encoder():
 
 
 def test_check_choice_names_the_input_and_its_options():
-    assert tr.check_choice("replacement", "zeros", tr.REPLACEMENTS) == "zeros"
+    assert validation.check_choice("replacement", "zeros", tr.REPLACEMENTS) is None
     with pytest.raises(ValueError, match="replacement must be one of 'empty prompt', 'zeros', 'noise'; got 'blank'"):
-        tr.check_choice("replacement", "blank", tr.REPLACEMENTS)
+        validation.require(validation.check_choice("replacement", "blank", tr.REPLACEMENTS))

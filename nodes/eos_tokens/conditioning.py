@@ -4,7 +4,7 @@ The prompt is tokenized with word ids and encoded through the same CLIP calls th
 CLIPTextEncode makes, so the full output is the stock one; the roles of its rows ([SOS],
 prompt, [EOS], padding) come from the tokens, per encoder and per chunk, and the family's
 layout says where each encoder's rows and columns sit in the conditioning tensor. The role
-logic and the token map's text need no host: they are in ``shapefirst_core.token_roles``.
+logic and the token map's text need no host: they are in ``roles`` beside this module.
 """
 import numbers
 from dataclasses import dataclass

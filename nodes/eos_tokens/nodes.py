@@ -1,12 +1,13 @@
 """Nodes: isolate, remove and swap the [EOS] rows of a text conditioning.
 
-What they do to the conditioning is in ``eos_conditioning``; which row is [SOS], a prompt
-token, [EOS] or padding is in ``shapefirst_core.token_roles``.
+What they do to the conditioning is in ``conditioning``; which row is [SOS], a prompt
+token, [EOS] or padding is in ``roles`` (host-free).
 """
 from comfy_api.latest import io
 
 from . import conditioning as ec
 from . import roles as tr
+from ..validation import check_choice, require
 
 CATEGORY = "shapefirst/conditioning"
 
@@ -66,9 +67,9 @@ class ShapeFirstEOSSplit(io.ComfyNode):
 
     @classmethod
     def execute(cls, clip, text, replacement, eos_scope, pooled_output, seed) -> io.NodeOutput:
-        tr.check_choice("replacement", replacement, tr.REPLACEMENTS)
-        tr.check_choice("eos_scope", eos_scope, tr.EOS_SCOPES)
-        tr.check_choice("pooled_output", pooled_output, tr.SPLIT_POOLED_CHOICES)
+        require(check_choice("replacement", replacement, tr.REPLACEMENTS),
+                check_choice("eos_scope", eos_scope, tr.EOS_SCOPES),
+                check_choice("pooled_output", pooled_output, tr.SPLIT_POOLED_CHOICES))
         family = ec.family_of(clip, "ShapeFirstEOSSplit")
         prompt, eos_only, prompt_only = ec.split_prompt(
             clip, clip.tokenize(text, return_word_ids=True), family, replacement, eos_scope, pooled_output, seed)
@@ -107,8 +108,8 @@ class ShapeFirstEOSSwap(io.ComfyNode):
 
     @classmethod
     def execute(cls, clip, token_text, eos_text, eos_scope, pooled_output) -> io.NodeOutput:
-        tr.check_choice("eos_scope", eos_scope, tr.EOS_SCOPES)
-        tr.check_choice("pooled_output", pooled_output, tr.SWAP_POOLED_CHOICES)
+        require(check_choice("eos_scope", eos_scope, tr.EOS_SCOPES),
+                check_choice("pooled_output", pooled_output, tr.SWAP_POOLED_CHOICES))
         family = ec.family_of(clip, "ShapeFirstEOSSwap")
         return io.NodeOutput(ec.swap_prompt(clip, token_text, eos_text, family, eos_scope, pooled_output))
 

@@ -122,13 +122,6 @@ def truncate_chunks(chunks, row_count):
     return tuple(out)
 
 
-def check_choice(input_name, value, choices):
-    """A ValueError naming the input and its options when ``value`` is not one of them."""
-    if value not in choices:
-        raise ValueError(f"{input_name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}")
-    return value
-
-
 def is_eos_row(role, eos_scope):
     if eos_scope == EOS_SCOPE_FIRST:
         return role == EOS

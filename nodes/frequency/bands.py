@@ -17,6 +17,8 @@ import math
 
 import torch
 
+from ..validation import require
+
 DEFAULT_CUTOFF = 0.25
 MAX_CUTOFF = 1.5  # above sqrt(2): everything is low
 _EPS = 1e-12
@@ -59,9 +61,7 @@ def low_mask(height, width, cutoff, device=None):
 
 def split(x, cutoff=DEFAULT_CUTOFF):
     """``(low, high)`` float32 tensors of ``x``'s shape and device, ``low + high == x``."""
-    problem = check_spatial(x, "x") or check_cutoff(cutoff)
-    if problem:
-        raise ValueError(problem)
+    require(check_spatial(x, "x"), check_cutoff(cutoff))
     x = x.to(torch.float32)
     height, width = x.shape[-2], x.shape[-1]
     spectrum = torch.fft.rfft2(x)

@@ -6,12 +6,10 @@
   KSampler's. It samples itself because its plots exist only after sampling.
 - ShapeFirstForwardFrequency: the same bands along the forward (noising) process.
 
-The math and the drawings live in ``shapefirst_core``, the sampling, recording and decoding
-in ``frequency_recording``; the chart in the node is ``js/frequency_chart.js``, fed live
+The math and the drawings live in ``bands``, ``report`` and ``chart`` (host-free), the
+sampling, recording and decoding in ``recording``; the chart in the node is ``js/frequency_chart.js``, fed live
 through the host's message API and, on a cache hit, by the node's UI output.
 """
-import torch
-
 import comfy.samplers
 from comfy_api.latest import io
 
@@ -19,6 +17,7 @@ from . import bands as fb
 from . import chart as fp
 from . import recording as rec
 from . import report as fr
+from ..validation import require
 
 CATEGORY = "shapefirst/frequency"
 
@@ -56,7 +55,7 @@ class ShapeFirstFrequencySplit(io.ComfyNode):
 
     @classmethod
     def execute(cls, latent, cutoff_radius) -> io.NodeOutput:
-        rec.check_cutoff(cutoff_radius)
+        require(fb.check_cutoff(cutoff_radius))
         low, high = rec.split_bands(latent["samples"], cutoff_radius)
         return io.NodeOutput({**latent, "samples": low}, {**latent, "samples": high})
 
@@ -120,8 +119,7 @@ class ShapeFirstFrequencyTrace(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler,
                 denoise, cutoff_radius, strip_columns, vae=None) -> io.NodeOutput:
-        rec.check_cutoff(cutoff_radius)
-        rec.check_latent(latent_image["samples"], model, "latent_image")
+        require(fb.check_cutoff(cutoff_radius), rec.check_latent(latent_image["samples"], model, "latent_image"))
         recorder = rec.TraceRecorder(model, cutoff_radius, strip_columns, rec.live_sender(cls.hidden.unique_id),
                                      rec.part_shapes(latent_image["samples"]))
         latent = rec.sample_like_ksampler(recorder.traced(model), seed, steps, cfg, sampler_name, scheduler,
@@ -177,21 +175,14 @@ class ShapeFirstForwardFrequency(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, steps, scheduler, seed, cutoff_radius, latent=None, image=None, vae=None) -> io.NodeOutput:
-        rec.check_cutoff(cutoff_radius)
+        require(fb.check_cutoff(cutoff_radius), rec.check_forward_source(latent, image, vae))
         if latent is not None:
             samples, name = latent["samples"], "latent"
-        elif image is not None:
-            if vae is None:
-                raise ValueError("image needs a vae to encode it: connect the checkpoint's VAE to vae, "
-                                 "or give a latent instead.")
-            samples, name = vae.encode(image[:, :, :, :3]), "image (encoded)"
         else:
-            raise ValueError("Give a latent or an image (with its vae): the forward process needs a clean picture to noise.")
-        rec.check_latent(samples, model, name)
+            samples, name = vae.encode(image[:, :, :, :3]), "image (encoded)"
+        require(rec.check_latent(samples, model, name))
         samples = rec.image_part(samples)  # of video + audio (LTX-2), the video
-        if torch.count_nonzero(samples) == 0:
-            raise ValueError(f"{name} is all zeros (an empty latent): the forward process needs real content; "
-                             f"encode an image with VAE Encode, or use a sampled latent.")
+        require(rec.check_has_content(samples, name))
         points, kind = rec.forward_curves(model, samples, steps, scheduler, seed, cutoff_radius)
         data = fr.payload(fr.KIND_FORWARD, f"Forward process ({kind}): {scheduler}, {len(points)} noise levels",
                           points, cutoff_radius, len(points), parameterization=kind,

@@ -2,8 +2,8 @@
 (with a CPU fallback), the trace recorder installed on a clone of the model, KSampler's own
 sampling path, the forward (noising) process, decoding and chart messages to the browser.
 
-The band math, the payload format and the drawings need no host: ``shapefirst_core``'s
-``frequency_bands``, ``frequency_report`` and ``frequency_plot``.
+The band math, the payload format and the drawings need no host: ``bands``, ``report`` and
+``chart`` beside this module.
 """
 import logging
 
@@ -18,6 +18,7 @@ import comfy.utils
 import latent_preview
 
 from .. import server_messages
+from ..validation import require
 from ..guidance_cutoff import patch as cutoff_patch
 from . import bands as fb
 from . import chart as fp
@@ -104,28 +105,36 @@ def unpacked_image_part(x, shapes):
 
 
 def check_latent(samples, model, name):
-    """A clear error (naming the input) when a latent does not fit the model."""
+    """The message (naming the input) when a latent does not fit the model, or None."""
     if is_multi_part(samples):
         # The host's formats for several parts give one channel count for all of them
         # (MiniMax H3 AV: 32, the larger of its video's 24 and audio's 32): check the axes only.
-        problem = fb.check_spatial(image_part(samples), f"{name} (its first part)")
-        if problem:
-            raise ValueError(problem)
-        return
+        return fb.check_spatial(image_part(samples), f"{name} (its first part)")
     problem = fb.check_spatial(samples, name)
     if problem:
-        raise ValueError(problem)
+        return problem
     expected = model.get_model_object("latent_format").latent_channels
     if samples.shape[1] != expected and torch.count_nonzero(samples) > 0:
-        raise ValueError(
-            f"{name} has {samples.shape[1]} channels but this model works on {expected}-channel latents: "
-            f"encode the image with this model's VAE, or use a latent made for this model.")
+        return (f"{name} has {samples.shape[1]} channels but this model works on {expected}-channel latents: "
+                f"encode the image with this model's VAE, or use a latent made for this model.")
+    return None
 
 
-def check_cutoff(cutoff_radius):
-    problem = fb.check_cutoff(cutoff_radius)
-    if problem:
-        raise ValueError(problem)
+def check_forward_source(latent, image, vae):
+    """The message when the forward process has no clean picture to noise, or None."""
+    if latent is None and image is None:
+        return "Give a latent or an image (with its vae): the forward process needs a clean picture to noise."
+    if latent is None and vae is None:
+        return "image needs a vae to encode it: connect the checkpoint's VAE to vae, or give a latent instead."
+    return None
+
+
+def check_has_content(samples, name):
+    """The message when ``samples`` is all zeros (an empty latent has no picture to noise), or None."""
+    if torch.count_nonzero(samples) == 0:
+        return (f"{name} is all zeros (an empty latent): the forward process needs real content; "
+                f"encode an image with VAE Encode, or use a sampled latent.")
+    return None
 
 
 def parameterization(model_sampling):
@@ -157,9 +166,7 @@ def split_bands(samples, cutoff_radius, name="latent"):
         raise ValueError(
             f"{name} holds several latents (e.g. LTX-2 video + audio); the split gives one low and one "
             f"high latent. Split its parts first (ComfyUI's Separate AV Latent node) and connect one of them.")
-    problem = fb.check_spatial(samples, name)
-    if problem:
-        raise ValueError(problem)
+    require(fb.check_spatial(samples, name))
     low, high = run_with_fallback(lambda x: fb.split(x, cutoff_radius), samples)
     out_device = comfy.model_management.intermediate_device()
     return low.to(out_device), high.to(out_device)

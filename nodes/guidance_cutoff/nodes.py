@@ -5,6 +5,7 @@ from comfy_api.latest import io, ui
 from .. import server_messages
 from . import patch as cutoff_patch
 from . import schedule as cs
+from ..validation import require, verdict
 
 CATEGORY = "shapefirst/guidance"
 
@@ -55,11 +56,7 @@ def cutoff_inputs():
 
 def validate_cutoff_inputs(**kwargs):
     """True, or the message naming the bad input; the graph is left as it is."""
-    try:
-        cs.settings_from_inputs(kwargs)
-    except ValueError as error:
-        return str(error)
-    return True
+    return verdict(cs.check_inputs(kwargs))
 
 
 def progress_reporter(node_id):
@@ -138,7 +135,7 @@ class ShapeFirstCutoffGuider(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, cfg, **kwargs) -> io.NodeOutput:
         settings = cs.settings_from_inputs(kwargs)
-        cutoff_patch.check_negative(negative, cfg)
+        require(cutoff_patch.check_negative(negative, cfg))
         patched, _ = cutoff_patch.apply_cutoff(model, settings, progress_reporter(_node_id(cls)))
         guider = comfy.samplers.CFGGuider(patched)
         guider.set_conds(positive, negative)

@@ -19,6 +19,7 @@ import comfy.patcher_extension
 import comfy.samplers
 
 from . import schedule as cs
+from ..validation import require
 
 RUN_STATE_KEY = "shapefirst_guidance_cutoff"
 WRAPPER_KEY = "shapefirst_guidance_cutoff"
@@ -221,7 +222,7 @@ class GuidanceCutoffPatch:
         schedule = sigmas.detach().float().cpu().tolist()  # once per run, before any step
         run = CutoffRun(self.settings, schedule, traits_of(executor.class_obj, guider))
         model_options = extra_args["model_options"]  # this run's own copy (CFGGuider.inner_sample)
-        check_run_inputs(self.settings, run, guider, model_options)
+        require(check_run_inputs(self.settings, run, guider, model_options))
         slot = model_options.get("sampler_calc_cond_batch_function")
         if slot != self.evaluate_branches:  # a later patch overwrote the one slot: say so, don't pretend
             run.replaced_by = getattr(slot, "__qualname__", repr(slot))
@@ -250,27 +251,30 @@ class GuidanceCutoffPatch:
 
 def check_negative(negative, cfg):
     """A message naming 'negative' when there is no unconditional conditioning to evaluate
-    (ComfyUI itself fails on None deep inside, and evaluates an empty list as zeros)."""
+    (ComfyUI itself fails on None deep inside, and evaluates an empty list as zeros), or None."""
     if negative is None or (len(negative) == 0 and not (cfg is not None and is_cfg_one(cfg))):
-        raise ValueError(
+        return (
             "negative is missing or empty: classifier-free guidance (cfg above 1) and the cutoff's "
             "unconditional branch need it, and ComfyUI would evaluate it as zeros. Connect a CLIP Text "
             "Encode of your negative prompt, or of an empty prompt, to 'negative'.")
 
 
 def check_run_inputs(settings, run, guider, model_options):
-    """Clear messages, before the first step, for combinations that cannot work."""
+    """The message, before the first step, for a combination that cannot work, or None."""
     conds = getattr(guider, "conds", None)
     if isinstance(conds, dict) and "negative" in conds:
-        check_negative(conds["negative"], getattr(guider, "cfg", None))
+        problem = check_negative(conds["negative"], getattr(guider, "cfg", None))
+        if problem:
+            return problem
     first_single = run.dropped or (run.cut_sigma is not None and run.cut_sigma >= run.schedule[0])
     if settings.keep == cs.KEEP_COND and first_single and model_options.get("disable_cfg1_optimization"):
         # e.g. Self-Attention Guidance: it reads the unconditional branch's attention, and fails
         # deep inside ComfyUI when that branch never runs
-        raise ValueError(
+        return (
             "keep 'cond' with no guided step: a patch on this model reads the unconditional prediction "
             "(it sets disable_cfg1_optimization, as Self-Attention Guidance does), which would never be "
             "computed. Use at least one guided step, or keep 'uncond'.")
+    return None
 
 
 def _is_guidance_distilled(guider):

@@ -8,6 +8,8 @@ launch overhead and makes the halved batch of the late steps really cheaper.
 from comfy_api.latest import io
 from comfy_api.torch_helpers import set_torch_compile_wrapper
 
+from ..validation import check_choice, require
+
 BACKENDS = ("inductor", "cudagraphs", "eager")
 MODES = ("reduce-overhead", "default", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -20,10 +22,7 @@ def compiled_clone(model, backend="inductor", mode="reduce-overhead"):
     batch shape gets its own static graph (and CUDA graph), compiled once and reused; the
     guidance cutoff uses two shapes (both branches, then one), a fixed cost per shape.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    require(check_choice("backend", backend, BACKENDS), check_choice("mode", mode, MODES))
     compiled = model.clone()
     # torch.compile passes a mode only to inductor; other backends reject it.
     set_torch_compile_wrapper(compiled, backend=backend, mode=mode if backend == "inductor" else None, dynamic=False)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from shapefirst.nodes.evaluation import paper_table as pt
+from shapefirst.nodes.guidance_cutoff import schedule as cs
 
 
 def test_parsing():
@@ -16,7 +17,8 @@ def test_parsing():
     for bad in ("", "half", "0.5, 1.5"):
         with pytest.raises(ValueError, match="text_free_fractions"):
             pt.parse_fractions(bad)
-    assert [pt.text_free_steps(20, f) for f in (0.3, 0.5, 0.7, 1.0)] == [6, 10, 14, 20]
+    # the paper's a for each fraction: the same rounding as the cutoff's fraction mode
+    assert [cs.steps_for_fraction(20, f) for f in (0.3, 0.5, 0.7, 1.0)] == [6, 10, 14, 20]
 
 
 def test_summary_uses_the_first_row_as_time_base():

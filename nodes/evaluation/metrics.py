@@ -8,26 +8,38 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..validation import require
+
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 SSIM_C1 = 0.01 ** 2
 SSIM_C2 = 0.03 ** 2
 
 
+METRIC_NAMES = ("L1", "PSNR", "SSIM")
+CLIP_SCORE = "CLIP"
+
+
+def check_pair(image_a, image_b):
+    """The message when the two batches cannot be compared pair by pair, or None."""
+    if image_a.ndim != 4 or image_b.ndim != 4:
+        return "image_a and image_b must be IMAGE batches [batch, height, width, channels]."
+    if image_a.shape[1:3] != image_b.shape[1:3]:
+        return (f"image_a is {image_a.shape[2]}x{image_a.shape[1]} but image_b is "
+                f"{image_b.shape[2]}x{image_b.shape[1]} pixels: scale one to the other's size first "
+                f"(e.g. with ImageScale).")
+    if image_a.shape[0] != image_b.shape[0] and 1 not in (image_a.shape[0], image_b.shape[0]):
+        return (f"image_a has {image_a.shape[0]} images and image_b {image_b.shape[0]}: give batches of the "
+                f"same size, or one image to compare with every image of the other batch.")
+    return None
+
+
 def paired(image_a, image_b):
     """Both batches as float32 of equal size; a batch of one is compared with every image."""
-    if image_a.ndim != 4 or image_b.ndim != 4:
-        raise ValueError("image_a and image_b must be IMAGE batches [batch, height, width, channels].")
-    if image_a.shape[1:3] != image_b.shape[1:3]:
-        raise ValueError(f"image_a is {image_a.shape[2]}x{image_a.shape[1]} but image_b is "
-                         f"{image_b.shape[2]}x{image_b.shape[1]} pixels: scale one to the other's size first "
-                         f"(e.g. with ImageScale).")
+    require(check_pair(image_a, image_b))
     channels = min(image_a.shape[3], image_b.shape[3])  # an alpha channel is not compared
     a, b = image_a[..., :channels].float(), image_b[..., :channels].float()
     if a.shape[0] != b.shape[0]:
-        if 1 not in (a.shape[0], b.shape[0]):
-            raise ValueError(f"image_a has {a.shape[0]} images and image_b {b.shape[0]}: give batches of the "
-                             f"same size, or one image to compare with every image of the other batch.")
         n = max(a.shape[0], b.shape[0])
         a, b = a.expand(n, *a.shape[1:]), b.expand(n, *b.shape[1:])
     return a, b
@@ -84,6 +96,16 @@ def cosine_similarity(embeds_a, embeds_b):
     return F.cosine_similarity(a, b, dim=-1)
 
 
+def compare(image_a, image_b, embed=None):
+    """Every metric per image pair, as lists: L1, PSNR, SSIM and, given ``embed`` (images ->
+    embeddings [batch, dim], e.g. a CLIP vision model's), the Image-CLIPScore."""
+    a, b = paired(image_a, image_b)
+    values = {"L1": l1(a, b).tolist(), "PSNR": psnr(a, b).tolist(), "SSIM": ssim(a, b).tolist()}
+    if embed is not None:
+        values[CLIP_SCORE] = cosine_similarity(embed(a), embed(b)).tolist()
+    return values
+
+
 def summarize(metrics):
     """Readable lines: mean over the batch, then each pair. ``metrics`` maps name -> values."""
     def fmt(value):
@@ -99,7 +121,8 @@ def summarize(metrics):
     return "\n".join(lines)
 
 
-def mean_finite(values):
-    """Mean of the finite values (identical pairs have infinite PSNR); inf when none is finite."""
+def mean_finite(values, none_finite=math.inf):
+    """Mean of the finite values (identical pairs have infinite PSNR); ``none_finite`` when
+    there is none."""
     finite = [v for v in values if math.isfinite(v)]
-    return sum(finite) / len(finite) if finite else math.inf
+    return sum(finite) / len(finite) if finite else none_finite

@@ -15,6 +15,7 @@ from ..guidance_cutoff import patch as cutoff_patch
 from ..guidance_cutoff import schedule as cs
 from . import metrics as image_metrics
 from . import paper_table
+from ..validation import verdict
 
 DEFAULT_PROMPTS = "\n".join([
     "a photograph of an astronaut riding a horse",
@@ -86,89 +87,105 @@ class ShapeFirstPaperTable(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, prompts, text_free_fractions):
-        try:
-            paper_table.parse_prompts(prompts)
-            paper_table.parse_fractions(text_free_fractions)
-        except ValueError as error:
-            return str(error)
-        return True
+        return verdict(paper_table.check_prompts(prompts), paper_table.check_fractions(text_free_fractions))
 
     @classmethod
     def execute(cls, model, clip, vae, prompts, negative, seed, steps, cfg, sampler_name, scheduler, width, height,
                 text_free_fractions, keep, repeats, clip_vision=None) -> io.NodeOutput:
         prompt_list = paper_table.parse_prompts(prompts)
-        fractions = paper_table.parse_fractions(text_free_fractions)
-        negative_cond = _encode(clip, negative)
-        conds = [_encode(clip, p) for p in prompt_list]
-        latent = _empty_latent(model, width, height)
-        noise = comfy.sample.prepare_noise(latent, seed)
+        run = TableRun(model, vae, [_encode(clip, p) for p in prompt_list], _encode(clip, negative), seed, steps,
+                       cfg, sampler_name, scheduler, _empty_latent(model, width, height))
+        run.add_cutoffs(paper_table.parse_fractions(text_free_fractions), keep)
+        run.time_all(repeats)
+        run.score(clip_vision_embedder(clip_vision))
 
-        rows = [paper_table.Row("full CFG", 0)]
-        models = [model]
-        finished = {}  # variant -> its latest cutoff run, from the cutoff's report
-
-        for fraction in fractions:
-            a = paper_table.text_free_steps(steps, fraction)
-            rows.append(paper_table.Row(f"cutoff a={a}", a))
-            patched, _ = cutoff_patch.apply_cutoff(model, cs.CutoffSettings(guided_steps=steps - a, keep=keep),
-                                                   report=lambda _, run, v=len(models): finished.update({v: run}))
-            models.append(patched)
-
-        def run(variant, positive, run_steps):
-            start = time.perf_counter()
-            samples = comfy.sample.sample(models[variant], noise, run_steps, cfg, sampler_name, scheduler, positive,
-                                          negative_cond, latent, seed=seed, disable_pbar=True)
-            seconds = time.perf_counter() - start  # the result is on the intermediate device: work is done
-            cut = finished.get(variant) if variant else None
-            saved = 0.0 if cut is None else cs.saved_share(cut.full_evaluations, cut.single_evaluations)
-            return samples, seconds, saved
-
-        total = len(models) * (1 + repeats * len(prompt_list))
-        progress = comfy.utils.ProgressBar(total)
-        for variant in range(len(models)):  # warm-up: loading, allocation, kernel selection
-            comfy.model_management.throw_exception_if_processing_interrupted()
-            run(variant, conds[0], steps)
-            progress.update(1)
-
-        decoded = [[None] * len(models) for _ in prompt_list]
-        for repeat in range(repeats):
-            for p, positive in enumerate(conds):
-                shift = (repeat + p) % len(models)  # interleave: rotate which variant goes first
-                for variant in [(v + shift) % len(models) for v in range(len(models))]:
-                    comfy.model_management.throw_exception_if_processing_interrupted()
-                    samples, seconds, saved = run(variant, positive, steps)
-                    rows[variant].seconds.append(seconds)
-                    rows[variant].saved_branch_share.append(saved)
-                    if decoded[p][variant] is None:
-                        decoded[p][variant] = vae.decode(samples)
-                    progress.update(1)
-
-        for p in range(len(prompt_list)):
-            reference = decoded[p][0]
-            for variant in range(len(models)):
-                image = decoded[p][variant]
-                values = {"L1": image_metrics.l1(reference, image).tolist(),
-                          "PSNR": image_metrics.psnr(reference, image).tolist(),
-                          "SSIM": image_metrics.ssim(reference, image).tolist()}
-                if clip_vision is not None:
-                    values["CLIP"] = image_metrics.cosine_similarity(
-                        clip_vision.encode_image(reference).image_embeds, clip_vision.encode_image(image).image_embeds).tolist()
-                rows[variant].add_metrics(values)
-
-        metric_names = ["L1", "PSNR", "SSIM"] + (["CLIP"] if clip_vision is not None else [])
-        summary = paper_table.summarize(rows, steps)
-        table = paper_table.markdown(summary, metric_names)
+        metric_names = list(image_metrics.METRIC_NAMES) + ([image_metrics.CLIP_SCORE] if clip_vision is not None else [])
+        summary = paper_table.summarize(run.rows, steps)
         header = (f"{len(prompt_list)} prompts x {repeats} repeats, {steps} steps {sampler_name}/{scheduler}, cfg {cfg}, "
                   f"{width}x{height}, keep {keep}; metrics against full CFG (PSNR: identical pairs left out)")
-        text = header + "\n\n" + table
+        text = header + "\n\n" + paper_table.markdown(summary, metric_names)
         report = json.dumps({"settings": {"prompts": prompt_list, "steps": steps, "cfg": cfg, "sampler": sampler_name,
                                           "scheduler": scheduler, "width": width, "height": height, "keep": keep,
                                           "repeats": repeats, "seed": seed},
                              "rows": summary,
-                             "measurements": [row.__dict__ for row in rows]}, indent=2, default=str)
-        images = torch.cat([img for per_prompt in decoded for img in per_prompt], dim=0)
+                             "measurements": [row.__dict__ for row in run.rows]}, indent=2, default=str)
+        images = run.images()
         ui_out = {**ui.PreviewImage(images, cls=cls).as_dict(), "text": [text]}
         return io.NodeOutput(images, text, report, ui=ui_out)
+
+
+class TableRun:
+    """The Paper Table's measurements: full CFG (variant 0) and one cutoff per ``a``, each
+    sampled from the same noise for every prompt, then compared with full CFG."""
+
+    def __init__(self, model, vae, conds, negative, seed, steps, cfg, sampler_name, scheduler, latent):
+        self.vae, self.conds, self.negative = vae, conds, negative
+        self.seed, self.steps, self.cfg = seed, steps, cfg
+        self.sampler_name, self.scheduler, self.latent = sampler_name, scheduler, latent
+        self.noise = comfy.sample.prepare_noise(latent, seed)
+        self.rows = [paper_table.Row("full CFG", 0)]
+        self.models = [model]
+        self.finished = {}  # variant -> its latest cutoff run, from the cutoff's report
+        self.decoded = []  # per prompt, per variant: the images of its first timed run
+
+    def add_cutoffs(self, fractions, keep):
+        for fraction in fractions:
+            a = cs.steps_for_fraction(self.steps, fraction)
+            variant = len(self.models)
+            self.rows.append(paper_table.Row(f"cutoff a={a}", a))
+            patched, _ = cutoff_patch.apply_cutoff(
+                self.models[0], cs.CutoffSettings(guided_steps=self.steps - a, keep=keep),
+                report=lambda _, run, v=variant: self.finished.update({v: run}))
+            self.models.append(patched)
+
+    def _sample(self, variant, positive):
+        """One timed run: (samples, seconds, share of UNet branch evaluations saved)."""
+        start = time.perf_counter()
+        samples = comfy.sample.sample(self.models[variant], self.noise, self.steps, self.cfg, self.sampler_name,
+                                      self.scheduler, positive, self.negative, self.latent, seed=self.seed,
+                                      disable_pbar=True)
+        seconds = time.perf_counter() - start  # the result is on the intermediate device: work is done
+        cut = self.finished.get(variant) if variant else None
+        saved = 0.0 if cut is None else cs.saved_share(cut.full_evaluations, cut.single_evaluations)
+        return samples, seconds, saved
+
+    def time_all(self, repeats):
+        """Warms every variant up, then times them interleaved, ``repeats`` times per prompt."""
+        variants = len(self.models)
+        self.decoded = [[None] * variants for _ in self.conds]
+        progress = comfy.utils.ProgressBar(variants * (1 + repeats * len(self.conds)))
+        for variant in range(variants):  # warm-up: loading, allocation, kernel selection
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            self._sample(variant, self.conds[0])
+            progress.update(1)
+        for repeat in range(repeats):
+            for p, positive in enumerate(self.conds):
+                shift = (repeat + p) % variants  # interleave: rotate which variant goes first
+                for variant in [(v + shift) % variants for v in range(variants)]:
+                    comfy.model_management.throw_exception_if_processing_interrupted()
+                    samples, seconds, saved = self._sample(variant, positive)
+                    self.rows[variant].seconds.append(seconds)
+                    self.rows[variant].saved_branch_share.append(saved)
+                    if self.decoded[p][variant] is None:
+                        self.decoded[p][variant] = self.vae.decode(samples)
+                    progress.update(1)
+
+    def score(self, embed=None):
+        """Every variant's images against full CFG's of the same prompt."""
+        for per_prompt in self.decoded:
+            for variant, image in enumerate(per_prompt):
+                self.rows[variant].add_metrics(image_metrics.compare(per_prompt[0], image, embed))
+
+    def images(self):
+        """Per prompt, full CFG first, then each cutoff."""
+        return torch.cat([image for per_prompt in self.decoded for image in per_prompt], dim=0)
+
+
+def clip_vision_embedder(clip_vision):
+    """images -> CLIP image embeddings with a CLIP vision model, or None without one."""
+    if clip_vision is None:
+        return None
+    return lambda images: clip_vision.encode_image(images).image_embeds
 
 
 NO_CLIP_SCORE = -1.0
@@ -204,22 +221,14 @@ class ShapeFirstImageCompare(io.ComfyNode):
 
     @classmethod
     def execute(cls, image_a, image_b, clip_vision=None) -> io.NodeOutput:
-        metrics = {
-            "L1": image_metrics.l1(image_a, image_b).tolist(),
-            "PSNR": image_metrics.psnr(image_a, image_b).tolist(),
-            "SSIM": image_metrics.ssim(image_a, image_b).tolist(),
-        }
+        metrics = image_metrics.compare(image_a, image_b, clip_vision_embedder(clip_vision))
         clip_score = NO_CLIP_SCORE
         if clip_vision is not None:
-            a, b = image_metrics.paired(image_a, image_b)
-            metrics["CLIP"] = image_metrics.cosine_similarity(
-                clip_vision.encode_image(a).image_embeds, clip_vision.encode_image(b).image_embeds).tolist()
-            clip_score = sum(metrics["CLIP"]) / len(metrics["CLIP"])
+            clip_score = image_metrics.mean_finite(metrics[image_metrics.CLIP_SCORE])
         report = image_metrics.summarize(metrics)
         if clip_vision is None:
             report += "\nCLIP score: not computed (connect a CLIP vision model)"
-        means = [sum(metrics["L1"]) / len(metrics["L1"]), image_metrics.mean_finite(metrics["PSNR"]),
-                 sum(metrics["SSIM"]) / len(metrics["SSIM"])]
+        means = [image_metrics.mean_finite(metrics[name]) for name in image_metrics.METRIC_NAMES]
         return io.NodeOutput(*means, clip_score, report, ui=ui.PreviewText(report))
 
 

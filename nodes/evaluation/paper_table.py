@@ -7,32 +7,47 @@ are means against the full-CFG image of the same prompt and seed.
 import statistics
 from dataclasses import dataclass, field
 
+from ..validation import require
+from .metrics import mean_finite
+
+
+def _prompt_lines(text):
+    lines = [line.strip() for line in text.splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def check_prompts(text):
+    if not _prompt_lines(text):
+        return "prompts is empty: write one prompt per line."
+    return None
+
 
 def parse_prompts(text):
     """One prompt per non-empty line; lines starting with # are comments."""
-    prompts = [line.strip() for line in text.splitlines()]
-    prompts = [p for p in prompts if p and not p.startswith("#")]
-    if not prompts:
-        raise ValueError("prompts is empty: write one prompt per line.")
-    return prompts
+    require(check_prompts(text))
+    return _prompt_lines(text)
+
+
+def _fractions(text):
+    """The numbers of ``text``, or None when one is not a number."""
+    try:
+        return [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
+    except ValueError:
+        return None
+
+
+def check_fractions(text):
+    values = _fractions(text)
+    if not values or any(not 0.0 <= v <= 1.0 for v in values):
+        return (f"text_free_fractions must be numbers between 0 and 1 separated by commas, like "
+                f"'0.3, 0.5, 0.7'; got {text!r}.")
+    return None
 
 
 def parse_fractions(text):
     """The ``a`` values as fractions of the steps, e.g. "0.3, 0.5, 0.7"."""
-    try:
-        values = [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"text_free_fractions must be numbers between 0 and 1 separated by commas, like "
-                         f"'0.3, 0.5, 0.7'; got {text!r}.") from None
-    if not values or any(not 0.0 <= v <= 1.0 for v in values):
-        raise ValueError(f"text_free_fractions must be numbers between 0 and 1 separated by commas, like "
-                         f"'0.3, 0.5, 0.7'; got {text!r}.")
-    return values
-
-
-def text_free_steps(steps, fraction):
-    """The paper's ``a`` in steps for a fraction of the run, rounded half up."""
-    return min(steps, int(fraction * steps + 0.5))
+    require(check_fractions(text))
+    return _fractions(text)
 
 
 @dataclass
@@ -49,11 +64,6 @@ class Row:
             self.metrics.setdefault(name, []).extend(vals)
 
 
-def _mean(values):
-    finite = [v for v in values if v == v and abs(v) != float("inf")]
-    return sum(finite) / len(finite) if finite else None
-
-
 def summarize(rows, steps):
     """Dicts, one per row, with the reference (first row) as the time base."""
     base = statistics.median(rows[0].seconds)
@@ -66,8 +76,8 @@ def summarize(rows, steps):
             "guided_steps": steps - row.text_free_steps,
             "median_seconds": seconds,
             "time_saved_percent": 100.0 * (1.0 - seconds / base) if base > 0 else 0.0,
-            "unet_work_saved_percent": 100.0 * (_mean(row.saved_branch_share) or 0.0),
-            **{name: _mean(vals) for name, vals in row.metrics.items()},
+            "unet_work_saved_percent": 100.0 * (mean_finite(row.saved_branch_share, None) or 0.0),
+            **{name: mean_finite(vals, None) for name, vals in row.metrics.items()},
         })
     return out
 

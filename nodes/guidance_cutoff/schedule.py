@@ -17,6 +17,9 @@ and the decision that follows (``decide``).
 """
 import math
 from dataclasses import dataclass, fields
+from types import SimpleNamespace
+
+from ..validation import require
 
 MODE_STEPS = "guided steps"
 MODE_FRACTION = "fraction of steps"
@@ -46,9 +49,7 @@ class CutoffSettings:
     adaptive_max_steps: int = 1000
 
     def __post_init__(self):
-        problem = validate_settings(self)
-        if problem:
-            raise ValueError(problem)
+        require(check_settings(self))
 
     @property
     def kept_branch(self):
@@ -68,7 +69,13 @@ def _finite(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def validate_settings(s):
+def check_inputs(values):
+    """The message naming the first bad cutoff input of a node's ``values``, or None."""
+    defaults = {f.name: f.default for f in fields(CutoffSettings)}
+    return check_settings(SimpleNamespace(**{**defaults, **{n: values[n] for n in INPUT_NAMES if n in values}}))
+
+
+def check_settings(s):
     """An error message naming the bad input and the fix, or None when all is well."""
     if s.cutoff_mode not in MODES:
         return f"cutoff_mode must be one of {', '.join(MODES)}; got {s.cutoff_mode!r}."
@@ -96,8 +103,9 @@ def step_count(schedule):
     return max(len(schedule) - 1, 0)
 
 
-def guided_steps_from_fraction(total_steps, fraction):
-    """``round(fraction * S)``, halves rounded up, so 0.5 of 25 steps guides 13."""
+def steps_for_fraction(total_steps, fraction):
+    """``round(fraction * S)``, halves rounded up: 0.5 of 25 steps is 13 (the guided steps of the
+    fraction mode, the paper's text-free steps ``a`` of the Paper Table)."""
     return min(total_steps, int(math.floor(fraction * total_steps + 0.5)))
 
 
@@ -112,7 +120,7 @@ def fixed_guided_steps(settings, schedule):
     if settings.cutoff_mode == MODE_STEPS:
         return min(int(settings.guided_steps), total)
     if settings.cutoff_mode == MODE_FRACTION:
-        return guided_steps_from_fraction(total, settings.guided_fraction)
+        return steps_for_fraction(total, settings.guided_fraction)
     if settings.cutoff_mode == MODE_SIGMA:
         return guided_steps_below(schedule, settings.cutoff_sigma)
     return min(int(settings.adaptive_max_steps), total)

@@ -31,7 +31,7 @@ def test_zero_guided_steps_drops_from_the_first_evaluation():
 
 @pytest.mark.parametrize("fraction,total,expected", [(0.5, 20, 10), (0.5, 25, 13), (0.3, 10, 3), (0.0, 7, 0), (1.0, 7, 7), (0.74, 10, 7)])
 def test_fraction_rounds_half_up(fraction, total, expected):
-    assert cs.guided_steps_from_fraction(total, fraction) == expected
+    assert cs.steps_for_fraction(total, fraction) == expected
 
 
 def test_fraction_mode_uses_the_run_length():

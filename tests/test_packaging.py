@@ -1,5 +1,7 @@
 """Registry and Manager metadata (no host needed), and the host's own reading of it."""
 import ast
+import logging
+import sys
 import tomllib
 
 import pytest
@@ -100,3 +102,25 @@ def test_comfyui_reads_the_project_config(host):
     config = config_parser.extract_node_configuration(str(REPO))
     assert config.project.name == "shapefirst"
     assert config.tool_comfy.display_name == "ShapeFirst"
+
+
+@pytest.mark.host
+def test_a_feature_whose_import_fails_loses_only_its_own_nodes(pack, monkeypatch, caplog):
+    """A host without a module that one feature needs (here comfy.text_encoders.sd3_clip, which
+    the [EOS] tools import) disables that feature's nodes with one log line; the others register."""
+    extension = pack["nodes.extension"]
+    every_node = {cls.__name__ for cls in extension.feature_nodes()}
+    eos_nodes = {cls.__name__ for cls in pack["nodes.eos_tokens.nodes"].NODES}
+    eos_package = pack["nodes.eos_tokens"]
+    for name in ("nodes", "conditioning"):  # imported afresh below (`from . import x` reads the attribute)
+        monkeypatch.delitem(sys.modules, f"{eos_package.__name__}.{name}")
+        monkeypatch.delattr(eos_package, name)
+    monkeypatch.setitem(sys.modules, "comfy.text_encoders.sd3_clip", None)  # Python: that import fails
+    caplog.set_level(logging.WARNING, logger="ShapeFirst")
+
+    registered = {cls.__name__ for cls in extension.feature_nodes()}
+
+    assert eos_nodes and registered == every_node - eos_nodes
+    lines = [record.getMessage() for record in caplog.records if record.name == "ShapeFirst"]
+    assert len(lines) == 1, lines
+    assert "eos_tokens nodes are disabled" in lines[0] and "comfy.text_encoders.sd3_clip" in lines[0]

@@ -9,6 +9,7 @@ Replay one fuzz case: ``SHAPEFIRST_FUZZ_SEED=<seed> python -m pytest tests/test_
 """
 import os
 import traceback
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -248,29 +249,50 @@ def sag_area_failure(case, error):
     return frame.name == "create_blur_map" and frame.filename.endswith("nodes_sag.py")
 
 
-def run_case(case, models, conds, controlnets, cutoff, cs):
-    """Runs the case without and with the cutoff and checks every invariant that applies."""
-    where = case.describe()
+@dataclass
+class StockRun:
+    """A case run without the cutoff, and what it takes to run it again with it."""
+    model: object
+    positive: list
+    negative: list
+    latent: torch.Tensor
+    run: dict
+    recorder: "Recorder"
+    output: torch.Tensor = None
+    error: Exception = None
+    evaluations: list = None
+    callbacks: list = None
+    schedule: list = None
+
+    def sample(self, model):
+        return sample(model, self.positive, self.negative, self.latent, **self.run)
+
+
+def run_stock(case, models, conds, controlnets):
+    """The case as ComfyUI runs it without ShapeFirst, recorded (SAG's own area failure kept)."""
     positive, negative = conds[case.architecture]
     model, positive, negative = apply_patches(case, models[case.architecture], positive, negative,
                                               controlnets[case.architecture])
     recorder = Recorder()
-    stock_model = recorder.install(model)
     latent = torch.randn(case.batch, 4, SIZE, SIZE, generator=torch.Generator().manual_seed(case.noise_seed)) * 0.5
     run = dict(steps=case.steps, cfg=case.cfg, sampler=case.sampler, scheduler=case.scheduler, denoise=case.denoise,
                seed=case.noise_seed, callback=recorder.callback)
-
-    stock_error = None
+    stock = StockRun(recorder.install(model), positive, negative, latent, run, recorder)
     try:
-        stock = sample(stock_model, positive, negative, latent, **run)
+        stock.output = stock.sample(stock.model)
     except TypeError as error:
         if not sag_area_failure(case, error):
             raise
-        stock_error = error
-    stock_evals, stock_callbacks, schedule = recorder.evaluations, recorder.callbacks, recorder.schedule
-    settings = resolve_settings(cs, case, schedule)
-    patched_model, patch = cutoff.apply_cutoff(stock_model, settings)
+        stock.error = error
+    stock.evaluations, stock.callbacks, stock.schedule = recorder.evaluations, recorder.callbacks, recorder.schedule
     recorder.reset()
+    return stock
+
+
+def refused_or_failing_as_stock(case, cs, settings, stock, patched_model, patch):
+    """Checks the runs that must not sample: refused up front, or failing as stock does.
+    True when the case was one of them."""
+    where, schedule = case.describe(), stock.schedule
     cut = cs.cutoff_sigma_for(settings, schedule)
     no_guided_step = (cut is not None and cut >= schedule[0]) or (
         case.mode == cs.MODE_ADAPTIVE and case.cutoff["adaptive_min_steps"] == 0)
@@ -278,32 +300,22 @@ def run_case(case, models, conds, controlnets, cutoff, cs):
         # SAG reads the unconditional branch, which keep=cond without a guided step never runs:
         # refused up front (README) instead of SAG failing deep inside ComfyUI
         with pytest.raises(ValueError, match="keep 'cond' with no guided step"):
-            sample(patched_model, positive, negative, latent, **run)
-        return
-    if stock_error is not None:
+            stock.sample(patched_model)
+        return True
+    if stock.error is not None:
         # the host fails without ShapeFirst: the cutoff must neither hide nor change that
         with pytest.raises(TypeError) as raised:
-            sample(patched_model, positive, negative, latent, **run)
-        assert sag_area_failure(case, raised.value) and str(raised.value) == str(stock_error), where
-        assert len(recorder.evaluations) == len(stock_evals), f"{where}: failed at another evaluation"
+            stock.sample(patched_model)
+        assert sag_area_failure(case, raised.value) and str(raised.value) == str(stock.error), where
+        assert len(stock.recorder.evaluations) == len(stock.evaluations), f"{where}: failed at another evaluation"
         assert "the run stopped early" in patch.last_run.summary(), where
-        return
-    out = sample(patched_model, positive, negative, latent, **run)
-    evals, callbacks = recorder.evaluations, recorder.callbacks
-    summary = patch.last_run.summary()
+        return True
+    return False
 
-    assert torch.isfinite(stock).all(), f"{where}: the stock run itself is not finite"
-    assert torch.isfinite(out).all(), f"{where}: non-finite output"
-    assert out.shape == stock.shape, where
 
-    if all(e.branches == (True, False) for e in stock_evals):
-        # cfg 1 and nothing forces the unconditional branch: a documented no-op
-        assert torch.equal(out, stock), f"{where}: cfg 1 must be a no-op"
-        assert [e.branches for e in evals] == [e.branches for e in stock_evals], where
-        assert "no-op" in summary, f"{where}: {summary}"
-        return
-    assert all(e.full for e in stock_evals), f"{where}: stock runs mixed one- and two-branch evaluations"
-
+def check_evaluations(case, cs, settings, stock, evals, summary):
+    """Which evaluations ran both branches, and that each ran exactly the UNet calls it should."""
+    where, schedule, stock_evals = case.describe(), stock.schedule, stock.evaluations
     kept = settings.kept_branch
     walks = case.sampler not in fm.OFF_SCHEDULE_SAMPLERS
     guided, ambiguous = expected_guided(cs, settings, schedule, evals)
@@ -331,11 +343,9 @@ def run_case(case, models, conds, controlnets, cutoff, cs):
             # patches that call the UNet themselves (PAG, SAG, SLG) still do, after the cutoff too
             assert evaluation.extra == stock_evals[i].extra, f"{where}: evaluation {i}: other patches' calls differ"
 
-    run_state = patch.last_run
-    assert run_state.full_evaluations == sum(e.full for e in evals), where
-    assert run_state.single_evaluations == sum(not e.full for e in evals), where
 
-    # every sampler callback that only full evaluations preceded carries the stock x and x0
+def check_trajectory_until_the_cut(where, recorder, stock_callbacks):
+    """Every sampler callback that only full evaluations preceded carries the stock x and x0."""
     all_full, index = True, 0
     for event in recorder.events:
         if isinstance(event, Evaluation):
@@ -348,11 +358,43 @@ def run_case(case, models, conds, controlnets, cutoff, cs):
         assert step == stock_step, where
         assert torch.equal(x, stock_x) and torch.equal(x0, stock_x0), f"{where}: trajectory differs at step {step}"
         index += 1
-    assert len(callbacks) == len(stock_callbacks), where
+
+
+def run_case(case, models, conds, controlnets, cutoff, cs):
+    """Runs the case without and with the cutoff and checks every invariant that applies."""
+    where = case.describe()
+    stock = run_stock(case, models, conds, controlnets)
+    settings = resolve_settings(cs, case, stock.schedule)
+    patched_model, patch = cutoff.apply_cutoff(stock.model, settings)
+    if refused_or_failing_as_stock(case, cs, settings, stock, patched_model, patch):
+        return
+    out = stock.sample(patched_model)
+    recorder, stock_evals = stock.recorder, stock.evaluations
+    evals = recorder.evaluations
+    summary = patch.last_run.summary()
+
+    assert torch.isfinite(stock.output).all(), f"{where}: the stock run itself is not finite"
+    assert torch.isfinite(out).all(), f"{where}: non-finite output"
+    assert out.shape == stock.output.shape, where
+
+    if all(e.branches == (True, False) for e in stock_evals):
+        # cfg 1 and nothing forces the unconditional branch: a documented no-op
+        assert torch.equal(out, stock.output), f"{where}: cfg 1 must be a no-op"
+        assert [e.branches for e in evals] == [e.branches for e in stock_evals], where
+        assert "no-op" in summary, f"{where}: {summary}"
+        return
+    assert all(e.full for e in stock_evals), f"{where}: stock runs mixed one- and two-branch evaluations"
+
+    check_evaluations(case, cs, settings, stock, evals, summary)
+    run_state = patch.last_run
+    assert run_state.full_evaluations == sum(e.full for e in evals), where
+    assert run_state.single_evaluations == sum(not e.full for e in evals), where
+    check_trajectory_until_the_cut(where, recorder, stock.callbacks)
+    assert len(recorder.callbacks) == len(stock.callbacks), where
 
     if run_state.single_evaluations == 0:
         # the cutoff at or past the last step (or never reached): the stock sampler, bit for bit
-        assert torch.equal(out, stock), f"{where}: no evaluation dropped a branch, yet the result differs"
+        assert torch.equal(out, stock.output), f"{where}: no evaluation dropped a branch, yet the result differs"
         assert "text kept for all" in summary, f"{where}: {summary}"
     else:
         assert "text dropped after step" in summary, f"{where}: {summary}"

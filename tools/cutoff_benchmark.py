@@ -68,7 +68,7 @@ FULL_UNET_CONFIGS = {
              "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
              "use_temporal_attention": False, "use_temporal_resblock": False},
 }
-# (image size in pixels, text width, pooled width) per model; tiny models: nodes/tiny_models.py widths.
+# (image size in pixels, text width, pooled width) per model; tiny models: nodes/demo_models/tiny.py widths.
 SHAPES = {"sd15": (512, 768, None), "sdxl": (1024, 2048, 1280)}
 TINY_SHAPES = {"sd15": (64, 32, None), "sdxl": (64, 64, 32)}
 
@@ -350,6 +350,74 @@ def variants_for(cutoff_patch, cs, base, a_values, keeps, cond_a_values):
     return variants
 
 
+def warm_up(variants, inputs, steps, clock, device, recompiles, compiled):
+    """The first run of every variant (loading, allocation, compiling): its seconds, its
+    compile counters and recompile messages, and its output."""
+    warmup, outputs = {}, {}
+    for name, patcher, cfg, _ in variants:
+        before = compile_counters(device) if compiled else None
+        logged = len(recompiles.messages)
+        seconds, out = sample_once(patcher, inputs, steps, cfg, clock)
+        warmup[name] = {"seconds": seconds}
+        if compiled:
+            warmup[name]["counters"] = counter_delta(compile_counters(device), before)
+            warmup[name]["recompile_messages"] = recompiles.messages[logged:]
+        outputs[name] = out
+    return warmup, outputs
+
+
+def time_interleaved(variants, inputs, steps, clock, repeats):
+    """Seconds per run of every variant, in rotating order; with each run's host CPU seconds
+    and the device memory segments the caching allocator had to request (cudaMalloc): where a
+    launch-bound run spends its time."""
+    times = {name: [] for name, *_ in variants}
+    cpu_seconds = {name: [] for name, *_ in variants}
+    device_allocations = {name: [] for name, *_ in variants}
+    for repeat in range(repeats):
+        shift = repeat % len(variants)  # rotate the order so no variant always runs first
+        for name, patcher, cfg, _ in variants[shift:] + variants[:shift]:
+            cpu_before, allocations_before = time.process_time(), device_allocation_count(clock)
+            times[name].append(sample_once(patcher, inputs, steps, cfg, clock)[0])
+            cpu_seconds[name].append(time.process_time() - cpu_before)
+            if allocations_before is not None:
+                device_allocations[name].append(device_allocation_count(clock) - allocations_before)
+    return times, cpu_seconds, device_allocations
+
+
+def sync_counts(model, variants, inputs, steps, clock):
+    """Device synchronisations per run: full CFG, one branch, and the cutoff at a = 0.5 (uncond)."""
+    half = next((v for v in variants if v[3] and v[3][0] == 0.5 and v[3][1] == "uncond"), variants[-1])
+    return {"steps": steps, "full": count_syncs(model, inputs, steps, CFG, clock),
+            "one": count_syncs(model, inputs, steps, 1.0, clock),
+            "cutoff": count_syncs(half[1], inputs, steps, CFG, clock), "cutoff_variant": half[0]}
+
+
+def cutoff_cells(group, variants, times, median):
+    """One cell per cutoff variant: its time against full CFG and against the ideal mix."""
+    steps, full, one = group["steps"], group["full_s"], group["one_s"]
+    cells = []
+    for name, _, _, extra in variants:
+        if extra is None:
+            continue
+        a, keep, patch = extra
+        run = patch.last_run
+        guided = run.guided_steps()
+        ideal = (guided * full + (steps - guided) * one) / steps
+        cutoff = median[name]
+        over_ideal, interval = ratio_with_interval(times[name], times["full"], times["one"], guided, steps)
+        cells.append({
+            **{key: group[key] for key in ("model", "size", "dtype", "batch", "steps", "regime")},
+            "a": a, "a_steps": steps - guided, "keep": keep, "full_s": full, "one_s": one, "cutoff_s": cutoff,
+            "ideal_s": ideal, "cutoff_over_ideal": over_ideal, "cutoff_over_ideal_90": interval,
+            "saved_pct": 100.0 * (1.0 - cutoff / full),
+            "ideal_saved_pct": 100.0 * (1.0 - ideal / full), "unet_ms_b": group["unet_ms_b"],
+            "unet_ms_2b": group["unet_ms_2b"],
+            "full_evaluations": run.full_evaluations, "single_evaluations": run.single_evaluations,
+            "sigma_reads": run.sigma_reads,
+        })
+    return cells
+
+
 def run_group(spec, model, args, clock, device, recompiles, sync_check):
     """Warm up, then time every variant of one (model, batch, steps, regime) interleaved."""
     import torch
@@ -361,45 +429,16 @@ def run_group(spec, model, args, clock, device, recompiles, sync_check):
     variants = variants_for(cutoff_patch, cs, model, args.a_values, args.keeps, args.cond_a_values)
 
     counters_start = compile_counters(device) if compiled else None
-    warmup = {}
-    outputs = {}
-    for name, patcher, cfg, _ in variants:
-        before = compile_counters(device) if compiled else None
-        logged = len(recompiles.messages)
-        seconds, out = sample_once(patcher, inputs, steps, cfg, clock)
-        warmup[name] = {"seconds": seconds}
-        if compiled:
-            warmup[name]["counters"] = counter_delta(compile_counters(device), before)
-            warmup[name]["recompile_messages"] = recompiles.messages[logged:]
-        outputs[name] = out
+    warmup, outputs = warm_up(variants, inputs, steps, clock, device, recompiles, compiled)
     counters_warm = compile_counters(device) if compiled else None
-
     logged = len(recompiles.messages)
-    times = {name: [] for name, *_ in variants}
-    # where a launch-bound run spends its time: host CPU seconds and the device memory
-    # segments the caching allocator had to request (cudaMalloc) during each run
-    cpu_seconds = {name: [] for name, *_ in variants}
-    device_allocations = {name: [] for name, *_ in variants}
-    for repeat in range(repeats):
-        shift = repeat % len(variants)  # rotate the order so no variant always runs first
-        for name, patcher, cfg, _ in variants[shift:] + variants[:shift]:
-            cpu_before, allocations_before = time.process_time(), device_allocation_count(clock)
-            times[name].append(sample_once(patcher, inputs, steps, cfg, clock)[0])
-            cpu_seconds[name].append(time.process_time() - cpu_before)
-            if allocations_before is not None:
-                device_allocations[name].append(device_allocation_count(clock) - allocations_before)
+    times, cpu_seconds, device_allocations = time_interleaved(variants, inputs, steps, clock, repeats)
     counters_timed = compile_counters(device) if compiled else None
     logged_timed = len(recompiles.messages)
 
     unet_2b = unet_call_ms(model, inputs, steps, CFG, clock)
     unet_b = unet_call_ms(model, inputs, steps, 1.0, clock)
-    syncs = None
-    if sync_check and clock.cuda:
-        half = next((v for v in variants if v[3] and v[3][0] == 0.5 and v[3][1] == "uncond"), variants[-1])
-        syncs = {"steps": steps, "full": count_syncs(model, inputs, steps, CFG, clock),
-                 "one": count_syncs(model, inputs, steps, 1.0, clock),
-                 "cutoff": count_syncs(half[1], inputs, steps, CFG, clock), "cutoff_variant": half[0]}
-
+    syncs = sync_counts(model, variants, inputs, steps, clock) if sync_check and clock.cuda else None
     timeline = timelines(variants, inputs, steps, clock) if args.timeline else None
 
     median = {name: statistics.median(values) for name, values in times.items()}
@@ -424,27 +463,7 @@ def run_group(spec, model, args, clock, device, recompiles, sync_check):
             "recompile_messages_warmup": {k: v["recompile_messages"] for k, v in warmup.items()},
             "recompile_messages_timed_runs": recompiles.messages[logged:logged_timed],
         }
-    cells = []
-    for name, _, _, extra in variants:
-        if extra is None:
-            continue
-        a, keep, patch = extra
-        run = patch.last_run
-        guided = run.guided_steps()
-        ideal = (guided * full + (steps - guided) * one) / steps
-        cutoff = median[name]
-        over_ideal, interval = ratio_with_interval(times[name], times["full"], times["one"], guided, steps)
-        cells.append({
-            "model": model_name, "size": group["size"], "dtype": group["dtype"], "batch": batch, "steps": steps,
-            "regime": regime,
-            "a": a, "a_steps": steps - guided, "keep": keep, "full_s": full, "one_s": one, "cutoff_s": cutoff,
-            "ideal_s": ideal, "cutoff_over_ideal": over_ideal, "cutoff_over_ideal_90": interval,
-            "saved_pct": 100.0 * (1.0 - cutoff / full),
-            "ideal_saved_pct": 100.0 * (1.0 - ideal / full), "unet_ms_b": unet_b, "unet_ms_2b": unet_2b,
-            "full_evaluations": run.full_evaluations, "single_evaluations": run.single_evaluations,
-            "sigma_reads": run.sigma_reads,
-        })
-    return group, cells
+    return group, cutoff_cells(group, variants, times, median)
 
 
 def ratio_with_interval(cutoff_runs, full_runs, one_runs, guided, steps, resamples=2000):
@@ -623,7 +642,7 @@ def parse_args(argv=None):
     p.add_argument("--comfyui", help="the ComfyUI folder (default: $COMFYUI_PATH, the ComfyUI this pack sits in, "
                                      "or an importable comfy)")
     p.add_argument("--device", choices=("gpu", "cpu"), default="gpu", help="gpu: the host's default device")
-    p.add_argument("--tiny", action="store_true", help="tiny random models (nodes/tiny_models.py): smoke test")
+    p.add_argument("--tiny", action="store_true", help="tiny random models (nodes/demo_models/tiny.py): smoke test")
     p.add_argument("--models", type=csv(str), default=["sd15", "sdxl"])
     p.add_argument("--batches", type=csv(int), default=[1, 4, 8])
     p.add_argument("--steps", type=csv(int), default=[20, 50])

@@ -162,8 +162,23 @@ def load_workflow(driver):
                 api.addEventListener("shapefirst.frequency.step", () => { window.__shapefirstLive += 1; });
                 window.__shapefirstListening = true;
             }
-            const prompt = await app.graphToPrompt();
-            done({ node: node.id, output: prompt.output });
+            const prompt = await app.graphToPrompt();  // the template as authored, for its twin
+            // The test's host has no checkpoint: the tiny random model takes Load Checkpoint's
+            // place, wired to the same inputs (as a user would swap a loader)
+            const loader = app.graph._nodes.find((n) => n.type === "CheckpointLoaderSimple");
+            const tiny = window.LiteGraph.createNode("ShapeFirstTinyCheckpoint");
+            tiny.pos = [...loader.pos];
+            app.graph.add(tiny);
+            const linkOf = (id) => (app.graph.links.get ? app.graph.links.get(id) : app.graph.links[id]);
+            loader.outputs.forEach((output, slot) => {
+                for (const id of [...(output.links ?? [])]) {
+                    const link = linkOf(id);
+                    tiny.connect(slot, app.graph.getNodeById(link.target_id), link.target_slot);
+                }
+            });
+            app.graph.remove(loader);
+            const swapped = (await app.graphToPrompt()).output;
+            done({ node: node.id, output: prompt.output, swapped });
         })().catch((e) => done({ error: String(e) }));
     """, json.loads(WORKFLOW.read_text()), TRACE_TYPE)
 
@@ -211,6 +226,9 @@ def test_example_runs_in_the_browser_and_the_chart_is_drawn(session, tmp_path):
     assert "error" not in loaded, loaded
     assert loaded["output"] == json.loads(API_WORKFLOW.read_text()), \
         "the UI example and its .api.json twin disagree: regenerate the twin from the UI file"
+    loaders = {node["class_type"] for node in loaded["swapped"].values()} & {"CheckpointLoaderSimple",
+                                                                              "ShapeFirstTinyCheckpoint"}
+    assert loaders == {"ShapeFirstTinyCheckpoint"}, loaders
     steps, guided = expected_steps()
 
     other_client = Eavesdropper(server.url)

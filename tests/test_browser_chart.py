@@ -152,10 +152,6 @@ def load_workflow(driver):
             const node = app.graph._nodes.find((n) => n.type === type);
             app.canvas.ds.scale = 1;
             app.canvas.ds.offset = [40 - node.pos[0], 60 - node.pos[1]];
-            // Queue the same prompt twice (the cache-hit check): no seed may change in between.
-            for (const n of app.graph._nodes) {
-                for (const w of n.widgets ?? []) if (w.name === "control_after_generate") w.value = "fixed";
-            }
             app.canvas.setDirty(true, true);
             window.__shapefirstLive = 0;
             if (!window.__shapefirstListening) {
@@ -164,7 +160,7 @@ def load_workflow(driver):
             }
             const prompt = await app.graphToPrompt();  // the template as authored, for its twin
             // The test's host has no checkpoint: the tiny random model takes Load Checkpoint's
-            // place, wired to the same inputs (as a user would swap a loader)
+            // place, wired to the same inputs (as a user would swap a loader), ...
             const loader = app.graph._nodes.find((n) => n.type === "CheckpointLoaderSimple");
             const tiny = window.LiteGraph.createNode("ShapeFirstTinyCheckpoint");
             tiny.pos = [...loader.pos];
@@ -177,13 +173,30 @@ def load_workflow(driver):
                 }
             });
             app.graph.remove(loader);
+            // and at 128 px, which the tiny model samples on a CPU in seconds (512 px: minutes)
+            const empty = app.graph._nodes.find((n) => n.type === "EmptyLatentImage");
+            for (const w of empty.widgets) if (w.name === "width" || w.name === "height") w.value = 128;
+            // Queue the same prompt twice (the cache-hit check): no seed may change in between.
+            for (const n of app.graph._nodes) {
+                for (const w of n.widgets ?? []) if (w.name === "control_after_generate") w.value = "fixed";
+            }
+            app.canvas.setDirty(true, true);
             const swapped = (await app.graphToPrompt()).output;
             done({ node: node.id, output: prompt.output, swapped });
         })().catch((e) => done({ error: String(e) }));
     """, json.loads(WORKFLOW.read_text()), TRACE_TYPE)
 
 
-def queue_and_wait(driver, node_id):
+def queue_and_wait(driver, node_id, server):
+    """Queues the graph as the Queue button does and waits for the chart; on a timeout the
+    server's log says why (a refused prompt, an error in a node)."""
+    try:
+        return _queue_and_wait(driver, node_id)
+    except AssertionError as error:
+        raise AssertionError(f"{error}\nserver log:\n{server.log_tail()}") from None
+
+
+def _queue_and_wait(driver, node_id):
     driver.execute_script("""
         const app = window.comfyAPI.app.app;
         const chart = app.graph.getNodeById(arguments[0]).shapefirstChart;
@@ -229,12 +242,15 @@ def test_example_runs_in_the_browser_and_the_chart_is_drawn(session, tmp_path):
     loaders = {node["class_type"] for node in loaded["swapped"].values()} & {"CheckpointLoaderSimple",
                                                                               "ShapeFirstTinyCheckpoint"}
     assert loaders == {"ShapeFirstTinyCheckpoint"}, loaders
+    sizes = [(n["inputs"]["width"], n["inputs"]["height"]) for n in loaded["swapped"].values()
+             if n["class_type"] == "EmptyLatentImage"]
+    assert sizes == [(128, 128)], sizes
     steps, guided = expected_steps()
 
     other_client = Eavesdropper(server.url)
     other_client.start()
     assert other_client.connected.wait(10), "could not open a second websocket client"
-    result = queue_and_wait(driver, loaded["node"])
+    result = queue_and_wait(driver, loaded["node"], server)
     heard = other_client.stop()
     assert result["points"] == steps
     assert result["live"] == steps, "one live event per step must reach the client that queued the prompt"
@@ -263,6 +279,6 @@ def test_example_runs_in_the_browser_and_the_chart_is_drawn(session, tmp_path):
     assert f"of {steps}" in tooltip.text and "x_t low" in tooltip.text and "guidance" in tooltip.text
 
     # Same prompt again: the host answers from its cache and re-sends the UI output.
-    again = queue_and_wait(driver, loaded["node"])
+    again = queue_and_wait(driver, loaded["node"], server)
     assert again["live"] == 0, "a cache hit must not sample again"
     assert again["points"] == steps and again["both"] == guided

@@ -14,6 +14,7 @@ import comfy.clip_vision
 import comfy.latent_formats
 import comfy.model_base
 import comfy.model_management
+import comfy.model_patcher
 import comfy.sd
 import comfy.sd1_clip
 import comfy.sdxl_clip
@@ -23,6 +24,7 @@ import comfy.text_encoders.flux
 import comfy.text_encoders.sd2_clip
 import comfy.text_encoders.sd3_clip
 
+from . import model_families
 from ..nodes.demo_models.tiny import CLIP_CONFIG, model_config, randomize, wrap_in_patcher
 # The tests' one entry to every tiny builder, the pack's own included.
 from ..nodes.demo_models.tiny import ARCHITECTURES, tiny_clip, tiny_model, tiny_vae  # noqa: F401
@@ -56,6 +58,36 @@ def tiny_flux_model(seed=0):
     config = comfy.supported_models.Flux(dict(_FLUX_CONFIG))
     config.set_inference_dtype(torch.float32, None)
     return wrap_in_patcher(config.get_model({}, device=comfy.model_management.unet_offload_device()), seed)
+
+
+# Today's DiT and video families, a few channels wide (their configs, by the same names, are in
+# tools/model_families.py): the host's own model classes, sampled on the CPU in a fraction of a second.
+FAMILIES = tuple(model_families.FAMILIES)
+VIDEO_FAMILIES = tuple(name for name, family in model_families.FAMILIES.items() if family.frames)
+
+
+def _check_family(family):
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+
+
+def tiny_family_model(family, seed=0):
+    """A ModelPatcher around the family's tiny model (host classes, seeded float32 weights, filled
+    as the benchmark fills them: scaled by fan-in, with the buffers a checkpoint would fill)."""
+    _check_family(family)
+    model = model_families.model_config(family, tiny=True).get_model(
+        {}, device=comfy.model_management.unet_offload_device())
+    model_families.fill_random(model.diffusion_model, seed, model_families.FAMILIES[family].checkpoint_buffers)
+    return comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
+                                            offload_device=comfy.model_management.unet_offload_device())
+
+
+def family_inputs(family, batch=1, seed=0):
+    """(positive, negative, empty latent): random text embeddings of the family's shapes (pooled
+    vector and guidance where it takes them) and its empty latent (8x8; video: 2 frames of 6x8)."""
+    _check_family(family)
+    positive, negative, latent, _ = model_families.random_inputs(family, True, batch, seed)
+    return positive, negative, latent
 
 
 # Text encoders of every family the [EOS] tools read, for tests. Each encoder has its own

@@ -192,6 +192,7 @@ class ShapeFirstForwardFrequency(io.ComfyNode):
         if torch.count_nonzero(samples) == 0:
             raise ValueError(f"{name} is all zeros (an empty latent): the forward process needs real content; "
                              f"encode an image with VAE Encode, or use a sampled latent.")
+        samples = rec.as_sampled(model, samples)
         points, kind = rec.forward_curves(model, samples, steps, scheduler, seed, cutoff_radius)
         data = fr.payload(fr.KIND_FORWARD, f"Forward process ({kind}): {scheduler}, {len(points)} noise levels",
                           points, cutoff_radius, len(points), parameterization=kind,

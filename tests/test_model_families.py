@@ -1,0 +1,158 @@
+"""Every node on today's DiT and video families, in the real host: SD3.5, Flux-shaped with real
+CFG, Chroma, Wan 2.1, Wan 2.2 5B (48-channel latents), HunyuanVideo, Lumina 2 and Qwen-Image.
+
+Tiny random-weight models of each family from the host's own classes
+(``tools/tiny_test_models.py``), conditioning of each family's shapes, CPU. What is checked per
+family: the cutoff's call pattern (both branches, then only the kept one) and bit-identity to
+stock before the cut, for the Guidance Cutoff and the Cutoff Guider; guidance-distilled models
+at cfg 1 stay a no-op; Wan 2.2's two experts cut at one step of the whole schedule; the
+frequency nodes on 5-D video and 16/48-channel latents.
+"""
+import json
+
+import pytest
+import torch
+
+from shapefirst.tools import model_families
+
+pytestmark = pytest.mark.host
+
+STEPS = 4
+GUIDED = 2
+CFG = 4.0
+CUTOFF_DEFAULTS = dict(cutoff_mode="guided steps", guided_steps=GUIDED, guided_fraction=0.5, cutoff_sigma=1.0,
+                       keep="uncond", adaptive_threshold=0.15, adaptive_min_steps=1, adaptive_max_steps=1000)
+
+
+@pytest.fixture(scope="module")
+def models(tiny):
+    return {family: tiny.tiny_family_model(family, seed=1) for family in tiny.FAMILIES}
+
+
+@pytest.fixture(scope="module")
+def inputs(tiny):
+    return {family: tiny.family_inputs(family, batch=1, seed=2) for family in tiny.FAMILIES}
+
+
+@pytest.fixture(scope="module")
+def cutoff_nodes(pack):
+    return pack["nodes.guidance_cutoff.nodes"]
+
+
+@pytest.fixture(scope="module")
+def freq(pack):
+    return pack["nodes.frequency.nodes"]
+
+
+FAMILIES = tuple(model_families.FAMILIES)
+
+
+class Calls:
+    """The UNet calls of a run, through the host's UNet function wrapper: (batch, branches, 0 cond
+    1 uncond, in order)."""
+
+    def __init__(self):
+        self.calls, self.steps = [], []
+
+    def install(self, model):
+        recorded = model.clone()
+
+        def unet(apply_model, args):
+            self.calls.append((args["input"].shape[0], tuple(sorted(args["cond_or_uncond"]))))
+            return apply_model(args["input"], args["timestep"], **args["c"])
+
+        recorded.set_model_unet_function_wrapper(unet)
+        return recorded
+
+    def callback(self, step, x0, x, total_steps):
+        self.steps.append((step, x0.clone(), x.clone()))
+
+
+def sample(model, positive, negative, latent, calls, steps=STEPS, cfg=CFG, seed=3, sampler="euler",
+           scheduler="simple"):
+    """comfy.sample.sample as the KSampler node calls it, with the recorder's callback."""
+    import comfy.sample
+    noise = comfy.sample.prepare_noise(latent, seed)
+    return comfy.sample.sample(model, noise, steps, cfg, sampler, scheduler, positive, negative, latent,
+                               callback=calls.callback, disable_pbar=True, seed=seed)
+
+
+def cutoff_node(cutoff_nodes, model, **inputs):
+    return cutoff_nodes.ShapeFirstGuidanceCutoff.execute(model, **{**CUTOFF_DEFAULTS, **inputs}).result[0]
+
+
+def assert_same_start(stock, cut, steps):
+    """The first ``steps`` callbacks (after full-CFG evaluations only) carry stock's x and x0."""
+    assert len(cut.steps) == len(stock.steps) == STEPS
+    for (step, x0, x), (_, stock_x0, stock_x) in zip(cut.steps[:steps], stock.steps[:steps]):
+        assert torch.equal(x, stock_x) and torch.equal(x0, stock_x0), f"trajectory differs at step {step}"
+
+
+# ---------------------------------------------------------------- Guidance Cutoff, Cutoff Guider
+
+@pytest.mark.parametrize("keep", ["uncond", "cond"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cutoff_call_pattern_and_stock_start(family, keep, models, inputs, cutoff_nodes):
+    positive, negative, latent = inputs[family]
+    stock_calls, cut_calls = Calls(), Calls()
+    stock = sample(stock_calls.install(models[family]), positive, negative, latent, stock_calls)
+    patched = cutoff_node(cutoff_nodes, cut_calls.install(models[family]), keep=keep)
+    out = sample(patched, positive, negative, latent, cut_calls)
+
+    batch = latent.shape[0]
+    assert stock_calls.calls == [(2 * batch, (0, 1))] * STEPS, "stock CFG: both branches in one call"
+    kept = 1 if keep == "uncond" else 0
+    assert cut_calls.calls == [(2 * batch, (0, 1))] * GUIDED + [(batch, (kept,))] * (STEPS - GUIDED)
+    assert_same_start(stock_calls, cut_calls, GUIDED)
+    assert out.shape == stock.shape == latent.shape and torch.isfinite(out).all()
+    assert not torch.equal(out, stock), "the unguided steps must change the result"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cutoff_guider_call_pattern_and_stock_start(family, models, inputs, cutoff_nodes):
+    """ShapeFirstCutoffGuider -> SamplerCustomAdvanced against the host's CFGGuider."""
+    import comfy.samplers
+    from comfy_extras.nodes_custom_sampler import BasicScheduler, KSamplerSelect, RandomNoise, SamplerCustomAdvanced
+    positive, negative, latent = inputs[family]
+    (sigmas,) = BasicScheduler().get_sigmas(models[family], "simple", STEPS, 1.0)
+    (sampler,) = KSamplerSelect().get_sampler("euler")
+    (noise,) = RandomNoise().get_noise(3)
+    runs = {}
+    for name in ("stock", "cutoff"):
+        calls = Calls()
+        model = calls.install(models[family])
+        if name == "stock":
+            guider = comfy.samplers.CFGGuider(model)
+            guider.set_conds(positive, negative)
+            guider.set_cfg(CFG)
+        else:
+            guider = cutoff_nodes.ShapeFirstCutoffGuider.execute(model, positive, negative, CFG,
+                                                                 **CUTOFF_DEFAULTS).result[0]
+        out = SamplerCustomAdvanced().sample(noise, guider, sampler, sigmas, {"samples": latent})[0]["samples"]
+        runs[name] = (calls.calls, out)
+    batch = latent.shape[0]
+    assert runs["stock"][0] == [(2 * batch, (0, 1))] * STEPS
+    assert runs["cutoff"][0] == [(2 * batch, (0, 1))] * GUIDED + [(batch, (1,))] * (STEPS - GUIDED)
+    assert torch.isfinite(runs["cutoff"][1]).all() and not torch.equal(runs["cutoff"][1], runs["stock"][1])
+
+    # with the text kept for every step, the guider is the host's CFGGuider bit for bit
+    guider = cutoff_nodes.ShapeFirstCutoffGuider.execute(models[family], positive, negative, CFG,
+                                                         **{**CUTOFF_DEFAULTS, "guided_steps": STEPS}).result[0]
+    out = SamplerCustomAdvanced().sample(noise, guider, sampler, sigmas, {"samples": latent})[0]["samples"]
+    assert torch.equal(out, runs["stock"][1])
+
+
+@pytest.mark.parametrize("family", ["flux-dev-cfg", "hunyuan-video"])
+def test_guidance_distilled_models_at_cfg_1_stay_a_no_op(family, models, inputs, reporting_cutoff):
+    """Flux-dev and HunyuanVideo take their guidance as an input (the 'guidance' value) and are
+    sampled at cfg 1: one branch per step already, so the cutoff has nothing to drop."""
+    positive, negative, latent = inputs[family]
+    assert "guidance" in positive[0][1]
+    stock_calls, cut_calls = Calls(), Calls()
+    stock = sample(stock_calls.install(models[family]), positive, negative, latent, stock_calls, cfg=1.0)
+    patched, _, messages = reporting_cutoff(cut_calls.install(models[family]), cutoff_mode="guided steps",
+                                            guided_steps=1, keep="uncond")
+    out = sample(patched, positive, negative, latent, cut_calls, cfg=1.0)
+    assert stock_calls.calls == cut_calls.calls == [(latent.shape[0], (0,))] * STEPS
+    assert torch.equal(out, stock)
+    assert len(messages) == 1 and "no-op" in messages[0]

@@ -154,3 +154,58 @@ def test_guidance_distilled_models_at_cfg_1_stay_a_no_op(family, models, inputs,
     assert stock_calls.calls == cut_calls.calls == [(latent.shape[0], (0,))] * STEPS
     assert torch.equal(out, stock)
     assert len(messages) == 1 and "no-op" in messages[0]
+
+
+# ---------------------------------------------------------------- Wan 2.2: two experts, one schedule
+
+WHOLE_STEPS, SPLIT = 6, 3  # the high-noise expert takes steps 0-2, the low-noise expert steps 3-5
+
+
+@pytest.fixture(scope="module")
+def experts(tiny):
+    """Wan 2.2 A14B's two experts are Wan 2.1-shaped (16-channel latents); shift 8 on both, as
+    the host's Wan 2.2 template sets it with ModelSamplingSD3."""
+    from comfy_extras.nodes_model_advanced import ModelSamplingSD3
+    return tuple(ModelSamplingSD3().patch(tiny.tiny_family_model("wan2.1-1.3b", seed=seed), 8.0)[0]
+                 for seed in (11, 12))
+
+
+def two_expert_run(experts, positive, negative, latent, wrap=lambda model: model):
+    """The template's two KSamplerAdvanced: high noise for steps 0..SPLIT (leftover noise
+    returned), low noise from SPLIT to the end; returns the UNet calls of both and the latent."""
+    import nodes
+    calls = Calls()
+    high, low = (wrap(calls.install(model)) for model in experts)
+    sampler = nodes.KSamplerAdvanced()
+    common = dict(noise_seed=5, steps=WHOLE_STEPS, cfg=CFG, sampler_name="euler", scheduler="simple",
+                  positive=positive, negative=negative)
+    (middle,) = sampler.sample(high, "enable", latent_image={"samples": latent}, start_at_step=0, end_at_step=SPLIT,
+                               return_with_leftover_noise="enable", **common)
+    (out,) = sampler.sample(low, "disable", latent_image=middle, start_at_step=SPLIT, end_at_step=10000,
+                            return_with_leftover_noise="disable", **common)
+    return calls.calls, out["samples"]
+
+
+@pytest.mark.parametrize("guided", [0, 2, SPLIT, 4, WHOLE_STEPS])
+def test_wan22_two_experts_drop_the_text_after_step_n_of_the_whole_schedule(guided, experts, inputs,
+                                                                            cutoff_nodes):
+    """Sigma at Step gives the sigma of step N of the whole schedule; the cutoff in 'sigma' mode
+    with it on both experts runs N guided steps in all, wherever N falls."""
+    positive, negative, latent = inputs["wan2.1-1.3b"]
+    sigma = cutoff_nodes.ShapeFirstStepSigma.execute(experts[0], "simple", WHOLE_STEPS, guided).result[0]
+    assert isinstance(sigma, float)
+    stock_calls, stock = two_expert_run(experts, positive, negative, latent)
+    calls, out = two_expert_run(experts, positive, negative, latent,
+                                lambda model: cutoff_node(cutoff_nodes, model, cutoff_mode="sigma", cutoff_sigma=sigma))
+    batch = latent.shape[0]
+    assert stock_calls == [(2 * batch, (0, 1))] * WHOLE_STEPS
+    assert calls == [(2 * batch, (0, 1))] * guided + [(batch, (1,))] * (WHOLE_STEPS - guided)
+    assert torch.equal(out, stock) == (guided == WHOLE_STEPS)
+
+
+def test_guided_steps_count_per_sampler_run(experts, inputs, cutoff_nodes):
+    """Why the sigma is needed: 'guided steps' counts the steps of each sampler's own part."""
+    positive, negative, latent = inputs["wan2.1-1.3b"]
+    calls, _ = two_expert_run(experts, positive, negative, latent,
+                              lambda model: cutoff_node(cutoff_nodes, model, guided_steps=2))
+    assert calls == ([(2, (0, 1))] * 2 + [(1, (1,))]) * 2

@@ -209,3 +209,103 @@ def test_guided_steps_count_per_sampler_run(experts, inputs, cutoff_nodes):
     calls, _ = two_expert_run(experts, positive, negative, latent,
                               lambda model: cutoff_node(cutoff_nodes, model, guided_steps=2))
     assert calls == ([(2, (0, 1))] * 2 + [(1, (1,))]) * 2
+
+
+# ---------------------------------------------------------------- frequency nodes on video and 16/48 channels
+
+CUTOFF = 0.3
+
+
+def node(cls, unique_id="7"):
+    """The node class as the host's executor prepares it (hidden inputs set)."""
+    return cls.PREPARE_CLASS_CLONE({"UNIQUE_ID": unique_id})
+
+
+def smooth_video(channels, frames, height=6, width=8, seed=4):
+    """Mostly low-frequency frames that move a little, like a real video latent."""
+    y, x = torch.meshgrid(torch.linspace(0, 1, height), torch.linspace(0, 1, width), indexing="ij")
+    base = torch.stack([torch.stack([torch.sin(3 * x + c + 0.3 * t) + torch.cos(2 * y - c) for c in range(channels)])
+                        for t in range(frames)], dim=1)
+    noise = torch.randn(1, channels, frames, height, width, generator=torch.Generator().manual_seed(seed))
+    return base[None] + 0.05 * noise
+
+
+def run_forward(freq, model, samples, steps=6, scheduler="simple", seed=3):
+    plot, text = node(freq.ShapeFirstForwardFrequency).execute(model, steps, scheduler, seed, CUTOFF,
+                                                               latent={"samples": samples}).args
+    return plot, json.loads(text)
+
+
+def direct_forward(model, samples, steps, scheduler, seed):
+    """The forward process by hand: the latent format's own scaling (per-channel statistics for
+    Wan), flow noising, numpy bands per frame, RMS over every axis but the batch."""
+    import numpy as np
+    import comfy.samplers
+    from test_frequency_bands import numpy_low_pass
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps).tolist()
+    x0 = model.get_model_object("latent_format").process_in(samples.float()).numpy().astype(np.float64)
+    noise = torch.randn(samples.shape, generator=torch.manual_seed(seed)).numpy().astype(np.float64)
+
+    def rms(a):
+        return float(np.sqrt(np.mean(a.reshape(a.shape[0], -1) ** 2, axis=1)).mean())
+
+    rows = []
+    for sigma in sigmas:
+        xt = (1 - sigma) * x0 + sigma * noise
+        low = numpy_low_pass(xt, CUTOFF)
+        rows.append((rms(low), rms(xt - low)))
+    return rows
+
+
+@pytest.mark.parametrize("family, channels, frames", [("wan2.1-1.3b", 16, 3), ("wan2.2-5b", 48, 2)])
+def test_forward_on_video_latents_uses_the_per_channel_statistics(family, channels, frames, models, freq):
+    samples = smooth_video(channels, frames)
+    _, data = run_forward(freq, models[family], samples)
+    assert data["parameterization"] == "CONST" and data["latent_shape"] == list(samples.shape)
+    expected = direct_forward(models[family], samples, 6, "simple", 3)
+    for point, (low, high) in zip(data["points"], expected, strict=True):
+        assert (point["xt_low"], point["xt_high"]) == (pytest.approx(low, rel=1e-4), pytest.approx(high, rel=1e-4))
+
+
+@pytest.mark.parametrize("family", ["wan2.1-1.3b", "qwen-image"])
+def test_forward_reads_a_4d_latent_of_a_video_latent_model_as_one_frame(family, models, freq):
+    """As KSampler and the Trace Sampler read it (comfy.sample.fix_empty_latent_channels): without
+    that the per-channel statistics [1, 16, 1, 1, 1] broadcast [1, 16, H, W] to [1, 16, 16, H, W]."""
+    frame = smooth_video(16, 1)
+    _, as_image = run_forward(freq, models[family], frame[:, :, 0])
+    _, as_frame = run_forward(freq, models[family], frame)
+    assert as_image["latent_shape"] == as_frame["latent_shape"] == [1, 16, 1, 6, 8]
+    assert as_image["points"] == as_frame["points"]
+    expected = direct_forward(models[family], frame, 6, "simple", 3)
+    assert as_image["points"][0]["xt_low"] == pytest.approx(expected[0][0], rel=1e-4)
+
+
+def test_split_of_a_video_latent_is_per_frame(freq):
+    """The split is spatial: each frame's own spectrum; the time axis is not filtered."""
+    video = smooth_video(48, 3)
+    original = video.clone()
+    low, high = node(freq.ShapeFirstFrequencySplit).execute({"samples": video}, CUTOFF).args
+    assert torch.equal(video, original)
+    assert low["samples"].shape == high["samples"].shape == video.shape
+    torch.testing.assert_close(low["samples"] + high["samples"], video)
+    for t in range(video.shape[2]):
+        frame_low, _ = node(freq.ShapeFirstFrequencySplit).execute({"samples": video[:, :, t]}, CUTOFF).args
+        torch.testing.assert_close(low["samples"][:, :, t], frame_low["samples"])
+
+
+@pytest.mark.parametrize("family", ["wan2.2-5b", "hunyuan-video", "qwen-image"])
+def test_trace_on_video_and_48_channel_latents_is_ksampler_bit_for_bit(family, models, inputs, freq):
+    import nodes
+    positive, negative, latent = inputs[family]
+    model = models[family]
+    out = node(freq.ShapeFirstFrequencyTrace).execute(model, positive, negative, {"samples": latent}, 11, 3, CFG,
+                                                      "euler", "simple", 1.0, CUTOFF, 3)
+    latent_out, plot, _, text = out.args
+    stock = nodes.KSampler().sample(model, 11, 3, CFG, "euler", "simple", positive, negative,
+                                    {"samples": latent})[0]["samples"]
+    assert latent_out["samples"].shape == latent.shape
+    assert torch.equal(latent_out["samples"], stock)
+    data = json.loads(text)
+    assert data["parameterization"] == "CONST" and len(data["points"]) == 3
+    assert all(p["guidance"] is not None and p["guidance"] > 0 for p in data["points"])
+    assert plot.shape[0] == 1 and plot.shape[-1] == 3 and plot.std() > 0  # the chart was drawn

@@ -309,3 +309,54 @@ def test_trace_on_video_and_48_channel_latents_is_ksampler_bit_for_bit(family, m
     assert data["parameterization"] == "CONST" and len(data["points"]) == 3
     assert all(p["guidance"] is not None and p["guidance"] > 0 for p in data["points"])
     assert plot.shape[0] == 1 and plot.shape[-1] == 3 and plot.std() > 0  # the chart was drawn
+
+
+# ---------------------------------------------------------------- [EOS] tools per text encoder
+
+@pytest.fixture(scope="module")
+def eos(pack):
+    return pack["nodes.eos_tokens.conditioning"]
+
+
+@pytest.fixture(scope="module")
+def tr(pack):
+    return pack["nodes.eos_tokens.roles"]
+
+
+@pytest.mark.parametrize("family, encoder_name, width", [("wan", "umT5-XXL", 28), ("chroma", "T5-XXL", 24)])
+def test_eos_split_and_swap_on_t5_only_encoders(family, encoder_name, width, tiny, eos, tr):
+    """Wan's umT5 (padded to 512 rows) and Chroma's T5 (no padding): rows are prompt tokens then
+    </s>, the [EOS], then padding; the full output is CLIPTextEncode's bit for bit."""
+    from test_eos_nodes import assert_rows_replaced, blocks, split, stock, swap, t5_chunk
+    clip = tiny.tiny_text_encoder(family, seed=3)
+    text = "a red cube"
+    (block,) = blocks(eos, clip, text)
+    tokenizer = getattr(clip.tokenizer, {"wan": "clip_umt5xxl", "chroma": "clip_t5xxl"}[family]).tokenizer
+    prompt_tokens = len(tokenizer(text)["input_ids"]) - 1  # minus </s>
+    rows = 512 if family == "wan" else prompt_tokens + 1
+    assert (block.name, block.first_row, block.columns) == (encoder_name, 0, (0, width))
+    assert [[row.role for row in chunk] for chunk in block.chunks] == [t5_chunk(prompt_tokens, rows)]
+
+    full, eos_only, prompt_only, token_map = split(tr, clip, text)
+    assert torch.equal(full[0][0], stock(clip, text)[0][0]) and full[0][0].shape == (1, rows, width)
+    for out, which in ((eos_only, tr.replaced_in_eos_only), (prompt_only, tr.replaced_in_prompt_only)):
+        assert_rows_replaced(out[0][0], full[0][0], torch.zeros_like(full[0][0]), [block], which, tr.EOS_SCOPE_BLOCK)
+    assert encoder_name in token_map
+
+    other = "a photo of a blue sphere on green grass"
+    swapped = swap(tr, clip, text, other)
+    eos_row = prompt_tokens  # the token prompt's </s> takes the other prompt's </s>
+    other_eos = len(tokenizer(other)["input_ids"]) - 1
+    assert torch.equal(swapped[0][0][0, :eos_row], full[0][0][0, :eos_row])
+    assert torch.equal(swapped[0][0][0, eos_row], stock(clip, other)[0][0][0, other_eos])
+
+
+@pytest.mark.parametrize("family, named", [("hunyuan_video", "LLaVA-Llama-3 of HunyuanVideo"),
+                                           ("qwen_image", "Qwen2.5-VL of Qwen-Image"),
+                                           ("lumina2", "Gemma-2 of Lumina 2")])
+def test_eos_tools_refuse_llm_encoders_naming_them(family, named, tiny, tr):
+    from test_eos_nodes import split, swap
+    clip = tiny.tiny_text_encoder(family)
+    for call in (lambda: split(tr, clip, "a red cube"), lambda: swap(tr, clip, "a red cube", "a blue sphere")):
+        with pytest.raises(ValueError, match=f"'clip' is the {named} .*no \\[EOS\\] token.*Supported: SD1.x"):
+            call()

@@ -323,7 +323,7 @@ def tr(pack):
     return pack["nodes.eos_tokens.roles"]
 
 
-@pytest.mark.parametrize("family, encoder_name, width", [("wan", "umT5-XXL", 28), ("chroma", "T5-XXL", 24)])
+@pytest.mark.parametrize("family, encoder_name, width", [("wan", "umT5-XXL", 4096), ("chroma", "T5-XXL", 24)])
 def test_eos_split_and_swap_on_t5_only_encoders(family, encoder_name, width, tiny, eos, tr):
     """Wan's umT5 (padded to 512 rows) and Chroma's T5 (no padding): rows are prompt tokens then
     </s>, the [EOS], then padding; the full output is CLIPTextEncode's bit for bit."""
@@ -360,3 +360,14 @@ def test_eos_tools_refuse_llm_encoders_naming_them(family, named, tiny, tr):
     for call in (lambda: split(tr, clip, "a red cube"), lambda: swap(tr, clip, "a red cube", "a blue sphere")):
         with pytest.raises(ValueError, match=f"'clip' is the {named} .*no \\[EOS\\] token.*Supported: SD1.x"):
             call()
+
+
+def test_a_linked_cutoff_sigma_is_checked_when_the_node_runs(cutoff_nodes, models):
+    """Before the run ComfyUI hands a linked input (Sigma at Step -> cutoff_sigma) to the
+    validation as None: nothing to check yet; a bad value that arrives is refused by name."""
+    inputs = {**CUTOFF_DEFAULTS, "cutoff_mode": "sigma", "cutoff_sigma": None}
+    assert cutoff_nodes.ShapeFirstGuidanceCutoff.validate_inputs(**inputs) is True
+    assert "guided_fraction" in cutoff_nodes.ShapeFirstGuidanceCutoff.validate_inputs(
+        **{**CUTOFF_DEFAULTS, "guided_fraction": 2.0})
+    with pytest.raises(ValueError, match="cutoff_sigma must be a noise level >= 0"):
+        cutoff_node(cutoff_nodes, models["wan2.1-1.3b"], cutoff_mode="sigma", cutoff_sigma=-1.0)

@@ -36,6 +36,9 @@ class Family:
     checkpoint_buffers: tuple = ()  # buffers the checkpoint fills (the host allocates them empty)
     tiny_overrides: dict = field(default_factory=dict)  # a few channels wide, same layout
     latent_channels: int = 16
+    # the tiny size's text width where it differs (Chroma: the tiny T5 of tools/tiny_test_models.py,
+    # as a 4096-wide one would need a 4096-wide table for T5's 32 128 tokens)
+    tiny_text_width: int = 0
     downscale: int = 8  # pixels per latent cell (Wan 2.2's VAE: 16)
 
 
@@ -98,7 +101,8 @@ FAMILIES = {
          "n_layers": 5},
         "bfloat16", 1024, 1024, 0, text_rows=512, text_width=4096, pooled_width=0,
         extra_conditioning={"pooled_output": None},  # as its T5-only encoder gives it
-        tiny_overrides={"hidden_size": 32, "num_heads": 2, "depth": 1, "depth_single_blocks": 1,
+        tiny_text_width=24,
+        tiny_overrides={"hidden_size": 32, "num_heads": 2, "depth": 1, "depth_single_blocks": 1, "context_in_dim": 24,
                         "axes_dim": [4, 6, 6], "mlp_ratio": 2.0, "out_dim": 32, "hidden_dim": 32, "n_layers": 1}),
     "hunyuan-video": Family(
         "HunyuanVideo T2V (12.8 B)", "HunyuanVideo",
@@ -239,13 +243,14 @@ def random_inputs(name, tiny, batch, seed):
     import comfy.sample
     family = FAMILIES[name]
     rows = _TINY_PIXELS["text_rows"] if tiny else family.text_rows
+    width = family.tiny_text_width if tiny and family.tiny_text_width else family.text_width
     generator = torch.Generator().manual_seed(seed)
 
     def cond():
         extra = dict(family.extra_conditioning)
         if family.pooled_width:
             extra["pooled_output"] = torch.randn(1, family.pooled_width, generator=generator)
-        return [[torch.randn(1, rows, family.text_width, generator=generator), extra]]
+        return [[torch.randn(1, rows, width, generator=generator), extra]]
 
     positive, negative = cond(), cond()
     latent = empty_latent(name, tiny, batch)

@@ -106,8 +106,9 @@ _TEXT_ENCODER_CONFIGS = {
     "clip_h": dict(CLIP_CONFIG, hidden_size=40, projection_dim=40),
     "clip_g": dict(CLIP_CONFIG, hidden_size=48, projection_dim=48),
     "t5xxl": {"d_model": 24, "d_kv": 8, "num_heads": 2, "d_ff": 32, "num_layers": 2},
-    # umT5's real vocabulary is 256 384 pieces; the tiny tokenizer's (tiny_sentencepiece) is this
-    "umt5xxl": {"d_model": 28, "d_kv": 8, "num_heads": 2, "d_ff": 32, "num_layers": 2, "vocab_size": 96},
+    # Wan's 4096 columns (its model's text input), cheap with the tiny tokenizer's 96 pieces
+    # (tiny_sentencepiece; umT5's own are 256 384)
+    "umt5xxl": {"d_model": 4096, "d_kv": 8, "num_heads": 2, "d_ff": 16, "num_layers": 1, "vocab_size": 96},
 }
 # SD3 stacks T5's rows under CLIP's rows zero-padded to 4096 columns, so its T5 must be that
 # wide; one layer with a narrow feed-forward keeps it cheap apart from the embedding table.
@@ -157,7 +158,7 @@ def tiny_sentencepiece():
 
 def tiny_text_encoder(family="sd1", seed=0, embedding_directory=None):
     """A CLIP object of the family's own tokenizer and text-encoder classes, tiny and random:
-    CLIP-L 32 wide, CLIP-H 40, CLIP-G 48, T5-XXL 24 (4096 for SD3). ``embedding_directory``
+    CLIP-L 32 wide, CLIP-H 40, CLIP-G 48, T5-XXL 24 (4096 for SD3), umT5-XXL 4096. ``embedding_directory``
     makes ``embedding:name`` prompts load textual-inversion files from there."""
     if family in LLM_TEXT_ENCODER_FAMILIES:
         return _unloaded_text_encoder(family)

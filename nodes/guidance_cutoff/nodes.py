@@ -57,6 +57,10 @@ def cutoff_inputs():
 
 def validate_cutoff_inputs(**kwargs):
     """True, or the message naming the bad input; the graph is left as it is."""
+    if any(kwargs.get(name, 0) is None for name in cs.INPUT_NAMES):
+        # an input fed by a link (Sigma at Step -> cutoff_sigma) reaches validation as None: its
+        # value exists only at run time, where execute checks all of them
+        return True
     try:
         cs.settings_from_inputs(kwargs)
     except ValueError as error:

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from shapefirst.tools import model_families
+from test_frequency_nodes import node  # the node class as the host's executor prepares it
 
 pytestmark = pytest.mark.host
 
@@ -216,11 +217,6 @@ def test_guided_steps_count_per_sampler_run(experts, inputs, cutoff_nodes):
 CUTOFF = 0.3
 
 
-def node(cls, unique_id="7"):
-    """The node class as the host's executor prepares it (hidden inputs set)."""
-    return cls.PREPARE_CLASS_CLONE({"UNIQUE_ID": unique_id})
-
-
 def smooth_video(channels, frames, height=6, width=8, seed=4):
     """Mostly low-frequency frames that move a little, like a real video latent."""
     y, x = torch.meshgrid(torch.linspace(0, 1, height), torch.linspace(0, 1, width), indexing="ij")
@@ -262,6 +258,7 @@ def test_forward_on_video_latents_uses_the_per_channel_statistics(family, channe
     samples = smooth_video(channels, frames)
     _, data = run_forward(freq, models[family], samples)
     assert data["parameterization"] == "CONST" and data["latent_shape"] == list(samples.shape)
+    assert f"{channels}-channel video latent, {frames} frames" in data["title"]
     expected = direct_forward(models[family], samples, 6, "simple", 3)
     for point, (low, high) in zip(data["points"], expected, strict=True):
         assert (point["xt_low"], point["xt_high"]) == (pytest.approx(low, rel=1e-4), pytest.approx(high, rel=1e-4))
@@ -293,8 +290,10 @@ def test_split_of_a_video_latent_is_per_frame(freq):
         torch.testing.assert_close(low["samples"][:, :, t], frame_low["samples"])
 
 
-@pytest.mark.parametrize("family", ["wan2.2-5b", "hunyuan-video", "qwen-image"])
-def test_trace_on_video_and_48_channel_latents_is_ksampler_bit_for_bit(family, models, inputs, freq):
+@pytest.mark.parametrize("family, named", [("wan2.2-5b", "48-channel video latent, 2 frames (bands per frame)"),
+                                           ("hunyuan-video", "16-channel video latent, 2 frames (bands per frame)"),
+                                           ("qwen-image", "16-channel latent, 1 frame")])
+def test_trace_on_video_and_48_channel_latents_is_ksampler_bit_for_bit(family, named, models, inputs, freq):
     import nodes
     positive, negative, latent = inputs[family]
     model = models[family]
@@ -307,6 +306,7 @@ def test_trace_on_video_and_48_channel_latents_is_ksampler_bit_for_bit(family, m
     assert torch.equal(latent_out["samples"], stock)
     data = json.loads(text)
     assert data["parameterization"] == "CONST" and len(data["points"]) == 3
+    assert data["title"].endswith(named)  # the chart's title says what it shows
     assert all(p["guidance"] is not None and p["guidance"] > 0 for p in data["points"])
     assert plot.shape[0] == 1 and plot.shape[-1] == 3 and plot.std() > 0  # the chart was drawn
 

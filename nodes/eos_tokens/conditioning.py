@@ -161,6 +161,7 @@ LLM_ENCODERS = {
     "comfy.text_encoders.z_image": "Qwen3 of Z-Image",
     "comfy.text_encoders.hidream": "Llama-3 of HiDream",
     "comfy.text_encoders.omnigen2": "Qwen2.5-VL of OmniGen2",
+    "comfy.text_encoders.hunyuan_image": "Qwen2.5-VL of HunyuanImage 2.1 / HunyuanVideo 1.5",
 }
 
 

@@ -276,7 +276,8 @@ class TraceRecorder:
 def as_sampled(model, samples):
     """The latent as KSampler hands it to the model: a 4-D [B, C, H, W] latent for a model whose
     latents are 5-D (Wan, Qwen-Image) becomes one frame [B, C, 1, H, W]. Without it the latent
-    format's per-channel statistics ([1, C, 1, 1, 1]) would broadcast it to [1, C, C, H, W]."""
+    format's per-channel statistics ([1, C, 1, 1, 1]) would broadcast it to [1, C, C, H, W].
+    An empty (all-zero) latent also gets the model's channel count, as KSampler gives it."""
     return comfy.sample.fix_empty_latent_channels(model, samples)
 
 

@@ -141,6 +141,28 @@ def test_keep_cond_runs_the_conditional_branch_alone(family, models, inputs, cut
     assert torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cutoff_equals_two_stages_full_cfg_then_the_negative_alone(family, models, inputs, cutoff_nodes):
+    """The paper's method in two stock KSamplerAdvanced runs (euler, which keeps no history):
+    full CFG for the guided steps, then only the negative prompt (cfg 1 with it as the prompt)."""
+    import nodes
+    positive, negative, latent = inputs[family]
+    sampler = nodes.KSamplerAdvanced()
+    common = dict(noise_seed=5, steps=STEPS, sampler_name="euler", scheduler="simple")
+    (cut,) = sampler.sample(cutoff_node(cutoff_nodes, models[family]), "enable", cfg=CFG, positive=positive,
+                            negative=negative, latent_image={"samples": latent}, start_at_step=0, end_at_step=10000,
+                            return_with_leftover_noise="disable", **common)
+    (first,) = sampler.sample(models[family], "enable", cfg=CFG, positive=positive, negative=negative,
+                              latent_image={"samples": latent}, start_at_step=0, end_at_step=GUIDED,
+                              return_with_leftover_noise="enable", **common)
+    (second,) = sampler.sample(models[family], "disable", cfg=1.0, positive=negative, negative=negative,
+                               latent_image=first, start_at_step=GUIDED, end_at_step=10000,
+                               return_with_leftover_noise="disable", **common)
+    # equal up to rounding: between the stages the latent leaves and re-enters the model's
+    # scaling (the latent format's process_out / process_in)
+    torch.testing.assert_close(cut["samples"], second["samples"], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("family", ["flux-dev-cfg", "hunyuan-video"])
 def test_guidance_distilled_models_at_cfg_1_stay_a_no_op(family, models, inputs, reporting_cutoff):
     """Flux-dev and HunyuanVideo take their guidance as an input (the 'guidance' value) and are

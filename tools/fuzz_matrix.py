@@ -46,6 +46,9 @@ EXTRA_CALL_PATCHES = ("pag", "sag", "slg")
 # Those that apply to a DiT too: PAG, SAG and FreeU patch UNet blocks, the ControlNet is the
 # tiny UNet's own shape, areas crop 4-D image latents.
 FAMILY_PATCHES = ("slg", "slg_simple", "apg", "cfg_zero_star")
+# dpm_adaptive sizes its own steps: on a random-weight DiT it takes minutes of CPU per case
+# (chroma, case s20240531-c0055: 100 s), so the families draw from the others.
+FAMILY_SAMPLERS = tuple(s for s in SAMPLERS if s != "dpm_adaptive")
 
 
 @dataclass(frozen=True)
@@ -159,7 +162,9 @@ def draw_case(seed, index):
         noise_seed=rng.randint(0, 2**31 - 1),
     )
     if rng.random() < FAMILY_SHARE:
-        case = replace(case, architecture=rng.choice(FAMILY_ARCHITECTURES),
+        architecture = rng.choice(FAMILY_ARCHITECTURES)
+        sampler = case.sampler if case.sampler in FAMILY_SAMPLERS else rng.choice(FAMILY_SAMPLERS)
+        case = replace(case, architecture=architecture, sampler=sampler,
                        patches={name: p for name, p in case.patches.items() if name in FAMILY_PATCHES})
     return case
 

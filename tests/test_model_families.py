@@ -141,7 +141,7 @@ def test_keep_cond_runs_the_conditional_branch_alone(family, models, inputs, cut
     assert torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", ["sd3.5-large", "wan2.1-1.3b", "qwen-image"])  # an image DiT, video, 5-D image
 def test_cutoff_equals_two_stages_full_cfg_then_the_negative_alone(family, models, inputs, cutoff_nodes):
     """The paper's method in two stock KSamplerAdvanced runs (euler, which keeps no history):
     full CFG for the guided steps, then only the negative prompt (cfg 1 with it as the prompt)."""

@@ -4,9 +4,10 @@ CFG, Chroma, Wan 2.1, Wan 2.2 5B (48-channel latents), HunyuanVideo, Lumina 2 an
 Tiny random-weight models of each family from the host's own classes
 (``tools/tiny_test_models.py``), conditioning of each family's shapes, CPU. What is checked per
 family: the cutoff's call pattern (both branches, then only the kept one) and bit-identity to
-stock before the cut, for the Guidance Cutoff and the Cutoff Guider; guidance-distilled models
-at cfg 1 stay a no-op; Wan 2.2's two experts cut at one step of the whole schedule; the
-frequency nodes on 5-D video and 16/48-channel latents.
+stock before the cut, for the Guidance Cutoff and the Cutoff Guider, and its equivalence to two
+stock stages; guidance-distilled models at cfg 1 stay a no-op; Wan 2.2's two experts cut at one
+step of the whole schedule; the frequency nodes on 5-D video and 16/48-channel latents; the
+[EOS] tools on umT5 (Wan) and T5 (Chroma), and their refusal of LLM encoders.
 """
 import json
 

@@ -168,9 +168,14 @@ def reporting_cutoff(pack):
     return apply
 
 
+TINY_FAMILY_NODES = "tiny_family_nodes"  # tests/tiny_family_nodes: the tiny models of every family as loaders
+
+
 @pytest.fixture(scope="session")
 def server(host):
-    """A running ComfyUI (CPU, loopback, this pack as its only custom node) for the whole session."""
+    """A running ComfyUI (CPU, loopback) for the whole session: this pack and the tests' tiny
+    loaders of the DiT and video families (``tests/tiny_family_nodes``) as its custom nodes."""
     from shapefirst.tools import headless
-    with headless.HostServer(HOST, REPO) as running:
+    extra = {TINY_FAMILY_NODES: REPO / "tests" / TINY_FAMILY_NODES}
+    with headless.HostServer(HOST, REPO, extra_custom_nodes=extra) as running:
         yield running

@@ -128,7 +128,8 @@ def load_model_families():
 
 
 @pytest.mark.parametrize("name, published_billions", [
-    ("sd3.5-large", 8.1), ("sd3-medium", 2.0), ("flux-dev-cfg", 11.9), ("wan2.1-1.3b", 1.4)])
+    ("sd3.5-large", 8.1), ("sd3-medium", 2.0), ("flux-dev-cfg", 11.9), ("wan2.1-1.3b", 1.4),
+    ("wan2.2-5b", 5.0), ("chroma", 8.9), ("hunyuan-video", 12.8), ("lumina2", 2.6), ("qwen-image", 20.4)])
 def test_full_size_configs_have_the_published_sizes(host, name, published_billions):
     """The full-size builders are the released models' shapes (counted on the meta device)."""
     families = load_model_families()

@@ -1,5 +1,6 @@
 """Every example workflow: the UI file loads against the real node definitions, matches its
 API-format twin, has a thumbnail, and the twin runs headless on tiny models."""
+import copy
 import json
 
 import pytest
@@ -70,9 +71,54 @@ def test_ui_workflow_is_the_api_twin(path, object_info):
     assert essence(ui) == essence(expected)
 
 
+# Diffusion models loaded by file (UNETLoader, CLIPLoader) -> the family of the tests' tiny
+# loaders (tests/tiny_family_nodes) and a weight seed; Wan 2.2 A14B's experts are Wan 2.1-shaped.
+TINY_DIFFUSION_MODELS = {"wan2.1_t2v": ("wan2.1-1.3b", 0), "wan2.2_t2v_high_noise": ("wan2.1-1.3b", 1),
+                         "wan2.2_t2v_low_noise": ("wan2.1-1.3b", 2), "wan2.2_ti2v_5b": ("wan2.2-5b", 0),
+                         "chroma": ("chroma", 0)}
+TINY_TEXT_ENCODERS = {"wan": "wan", "chroma": "chroma"}
+FAMILY_LOADERS = ("UNETLoader", "CLIPLoader")
+
+
+def is_family_example(prompt):
+    return any(node["class_type"] in FAMILY_LOADERS for node in prompt.values())
+
+
+def use_tiny_family_models(prompt):
+    """Loaders of DiT and video models by file -> the tiny models of their family; decoding
+    (no tiny VAE of those families) -> Save Latent after each sampler that feeds a decoder;
+    64 px, 5 frames, 4 steps."""
+    out = copy.deepcopy(prompt)
+    for node_id, node in out.items():
+        if node["class_type"] == "UNETLoader":
+            name = node["inputs"]["unet_name"].lower()
+            family, seed = next(v for key, v in TINY_DIFFUSION_MODELS.items() if name.startswith(key))
+            out[node_id] = {"class_type": "TinyFamilyDiffusionModel", "inputs": {"family": family, "seed": seed}}
+        elif node["class_type"] == "CLIPLoader":
+            family = TINY_TEXT_ENCODERS[node["inputs"]["type"]]
+            out[node_id] = {"class_type": "TinyFamilyTextEncoder", "inputs": {"family": family}}
+    decoded = [str(node["inputs"]["samples"][0]) for node in out.values() if node["class_type"] == "VAEDecode"]
+    for sampler_id in decoded:
+        out = wg.latent_only(out, sampler_id, f"shapefirst_test/{sampler_id}")
+    out = wg.set_everywhere(out, width=64, height=64, length=5, batch_size=1)
+    for node in out.values():
+        if isinstance(node["inputs"].get("steps"), int):
+            steps = node["inputs"]["steps"]
+            node["inputs"]["steps"] = 4
+            # KSamplerAdvanced's split and Sigma at Step's step keep their share of the shorter schedule
+            for key in ("start_at_step", "end_at_step", "guided_steps"):
+                if isinstance(node["inputs"].get(key), int) and node["inputs"][key] < steps:
+                    node["inputs"][key] = round(node["inputs"][key] * 4 / steps)
+    return out
+
+
+def shrink(prompt):
+    return use_tiny_family_models(prompt) if is_family_example(prompt) else wg.shrink_for_test(prompt)
+
+
 @pytest.mark.parametrize("path", API_TWINS, ids=[p.stem for p in API_TWINS])
 def test_api_twin_runs_headless_on_tiny_models(path, server):
-    prompt = wg.shrink_for_test(headless.load_workflow(path))
+    prompt = shrink(headless.load_workflow(path))
     entry, _ = server.run(prompt)
     assert entry["status"]["status_str"] == "success"
     assert entry["outputs"], f"{path.name} produced no output"

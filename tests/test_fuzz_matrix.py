@@ -60,3 +60,16 @@ def test_adaptive_branches_follow_the_readme_rule():
     assert fm.adaptive_branches([0.9] * 5, sigmas, 10.0, None, 0.2) == ([True] * 5, False)
     # a value within rounding of the threshold is flagged
     assert fm.adaptive_branches([0.2 + 1e-7] * 5, sigmas, 10.0, None, 0.2)[1]
+
+
+def test_families_are_drawn_with_the_patches_that_apply_to_them():
+    cases = fm.draw_cases(fm.DEFAULT_SEED, 0, 550)
+    families = [c for c in cases if c.architecture in fm.FAMILY_ARCHITECTURES]
+    assert {c.architecture for c in families} == set(fm.FAMILY_ARCHITECTURES)
+    assert all(set(c.patches) <= set(fm.FAMILY_PATCHES) and c.sampler in fm.FAMILY_SAMPLERS for c in families)
+    more = [c for c in fm.draw_cases(fm.DEFAULT_SEED, 550, 1000) if c.architecture in fm.FAMILY_ARCHITECTURES]
+    assert {c.sampler for c in families + more} == set(fm.FAMILY_SAMPLERS)
+    assert {p for c in families for p in c.patches} == set(fm.FAMILY_PATCHES)
+    assert 0.2 < len(families) / len(cases) < 0.4
+    # the families are drawn last: a UNet case keeps the combination its id always had
+    assert "sag" in fm.draw_case(fm.DEFAULT_SEED, 40).patches and fm.draw_case(fm.DEFAULT_SEED, 40).architecture == "sdxl"

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from shapefirst.tools import fuzz_matrix as fm
-from shapefirst.tools import headless
+from shapefirst.tools import headless, model_families
 
 pytestmark = pytest.mark.host
 
@@ -42,20 +42,32 @@ eos = _pack_module("nodes.eos_tokens.nodes")
 
 @pytest.fixture(scope="module")
 def models(tiny):
-    return {arch: tiny.tiny_model(arch, seed=3) for arch in fm.ARCHITECTURES}
+    unets = {arch: tiny.tiny_model(arch, seed=3) for arch in fm.UNET_ARCHITECTURES}
+    return {**unets, **{family: tiny.tiny_family_model(family, seed=3) for family in fm.FAMILY_ARCHITECTURES}}
 
 
 @pytest.fixture(scope="module")
 def clips(tiny):
-    return {arch: tiny.tiny_clip(arch, seed=3) for arch in fm.ARCHITECTURES}
+    return {arch: tiny.tiny_clip(arch, seed=3) for arch in fm.UNET_ARCHITECTURES}
 
 
 @pytest.fixture(scope="module")
-def conds(clips):
+def conds(clips, tiny):
+    """Encoded prompts for the UNets; random embeddings of each family's shapes for the DiTs."""
     import nodes
     encode = nodes.CLIPTextEncode()
-    return {arch: (encode.encode(clip, "a red cube on a wooden table")[0], encode.encode(clip, "")[0])
-            for arch, clip in clips.items()}
+    families = {family: tiny.family_inputs(family, seed=3)[:2] for family in fm.FAMILY_ARCHITECTURES}
+    return {**{arch: (encode.encode(clip, "a red cube on a wooden table")[0], encode.encode(clip, "")[0])
+               for arch, clip in clips.items()}, **families}
+
+
+def random_latent(case):
+    """[batch, 4, 8, 8] for the UNets; a DiT or video family's own empty-latent shape (8x8, or
+    2 frames of 6x8; Qwen-Image one frame)."""
+    shape = (case.batch, 4, SIZE, SIZE)
+    if case.architecture in fm.FAMILY_ARCHITECTURES:
+        shape = model_families.empty_latent(case.architecture, True, case.batch).shape
+    return torch.randn(shape, generator=torch.Generator().manual_seed(case.noise_seed)) * 0.5
 
 
 def tiny_controlnet(tiny, model, seed=4):
@@ -76,7 +88,8 @@ def tiny_controlnet(tiny, model, seed=4):
 
 @pytest.fixture(scope="module")
 def controlnets(tiny, models):
-    return {arch: tiny_controlnet(tiny, model) for arch, model in models.items()}
+    return {arch: tiny_controlnet(tiny, models[arch]) if arch in fm.UNET_ARCHITECTURES else None
+            for arch in models}
 
 
 # ---------------------------------------------------------------- recording
@@ -274,7 +287,7 @@ def run_stock(case, models, conds, controlnets):
     model, positive, negative = apply_patches(case, models[case.architecture], positive, negative,
                                               controlnets[case.architecture])
     recorder = Recorder()
-    latent = torch.randn(case.batch, 4, SIZE, SIZE, generator=torch.Generator().manual_seed(case.noise_seed)) * 0.5
+    latent = random_latent(case)
     run = dict(steps=case.steps, cfg=case.cfg, sampler=case.sampler, scheduler=case.scheduler, denoise=case.denoise,
                seed=case.noise_seed, callback=recorder.callback)
     stock = StockRun(recorder.install(model), positive, negative, latent, run, recorder)

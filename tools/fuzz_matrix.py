@@ -6,13 +6,20 @@ The lists are fixed here rather than read from the host, so a case id means the 
 combination whatever sampler list a ComfyUI version has.
 """
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..nodes.guidance_cutoff import schedule as cs
 
 DEFAULT_SEED = 20240531  # any fixed value; SHAPEFIRST_FUZZ_SEED overrides it in the test
 
-ARCHITECTURES = ("sd15", "sdxl")
+UNET_ARCHITECTURES = ("sd15", "sdxl")
+# Today's DiT and video families (tools/model_families.py, tiny in tools/tiny_test_models.py).
+# A case is drawn as before and then, with this share, moved to one of them (drawn last, so
+# every other case keeps the combination its id had before the families came in).
+FAMILY_ARCHITECTURES = ("sd3.5-large", "flux-dev-cfg", "chroma", "wan2.1-1.3b", "wan2.2-5b", "hunyuan-video",
+                        "lumina2", "qwen-image")
+FAMILY_SHARE = 0.3
+ARCHITECTURES = UNET_ARCHITECTURES + FAMILY_ARCHITECTURES
 # The host's KSampler samplers (v0.3.64). dpm_fast and dpm_adaptive choose their own
 # evaluation points from the latent, so a run with and one without the cutoff do not
 # evaluate at the same sigmas: they get only the invariants that hold per evaluation.
@@ -36,6 +43,12 @@ PATCHES = ("pag", "sag", "slg", "slg_simple", "apg", "cfg_zero_star", "freeu", "
 # ("sag" with "area" can fail in ComfyUI itself: tests/test_reliability.py, sag_area_failure.)
 # Patches that call the UNet themselves, outside ComfyUI's calc_cond_batch slot.
 EXTRA_CALL_PATCHES = ("pag", "sag", "slg")
+# Those that apply to a DiT too: PAG, SAG and FreeU patch UNet blocks, the ControlNet is the
+# tiny UNet's own shape, areas crop 4-D image latents.
+FAMILY_PATCHES = ("slg", "slg_simple", "apg", "cfg_zero_star")
+# dpm_adaptive sizes its own steps: on a random-weight DiT it takes minutes of CPU per case
+# (chroma, case s20240531-c0055: 100 s), so the families draw from the others.
+FAMILY_SAMPLERS = tuple(s for s in SAMPLERS if s != "dpm_adaptive")
 
 
 @dataclass(frozen=True)
@@ -132,9 +145,10 @@ def draw_case(seed, index):
     mode = rng.choice(MODES)
     patch_count = rng.choices([0, 1, 2], weights=[3, 5, 2])[0]
     patch_names = sorted(rng.sample(PATCHES, patch_count))
-    return Case(
+    architecture = rng.choice(UNET_ARCHITECTURES)
+    case = Case(
         seed=seed, index=index,
-        architecture=rng.choice(ARCHITECTURES),
+        architecture=architecture,
         sampler=rng.choice(SAMPLERS),
         scheduler=rng.choice(SCHEDULERS),
         steps=steps,
@@ -147,6 +161,12 @@ def draw_case(seed, index):
         patches={name: _patch_inputs(rng, name) for name in patch_names},
         noise_seed=rng.randint(0, 2**31 - 1),
     )
+    if rng.random() < FAMILY_SHARE:
+        architecture = rng.choice(FAMILY_ARCHITECTURES)
+        sampler = case.sampler if case.sampler in FAMILY_SAMPLERS else rng.choice(FAMILY_SAMPLERS)
+        case = replace(case, architecture=architecture, sampler=sampler,
+                       patches={name: p for name, p in case.patches.items() if name in FAMILY_PATCHES})
+    return case
 
 
 def draw_cases(seed, start, count):

@@ -60,10 +60,12 @@ class HostServer:
     """
 
     def __init__(self, comfyui_path, pack_dir, cpu=True, extra_args=(), python=None, startup_timeout=180,
-                 models_from=None):
+                 models_from=None, extra_custom_nodes=None):
         self.comfyui_path = Path(comfyui_path)
         self.models_from = Path(models_from) if models_from else None
         self.pack_dir = Path(pack_dir).resolve()
+        # {folder name: path}: other custom node folders to load beside the pack (the tests' tiny loaders)
+        self.extra_custom_nodes = {name: Path(path).resolve() for name, path in (extra_custom_nodes or {}).items()}
         self.cpu = cpu
         self.extra_args = list(extra_args)
         self.python = python or sys.executable
@@ -88,8 +90,11 @@ class HostServer:
             custom_nodes = Path(self.base_dir) / "custom_nodes"
             custom_nodes.mkdir()
             (custom_nodes / PACK_FOLDER_NAME).symlink_to(self.pack_dir, target_is_directory=True)
+            for name, path in self.extra_custom_nodes.items():
+                (custom_nodes / name).symlink_to(path, target_is_directory=True)
         command = [self.python, "main.py", "--base-directory", self.base_dir, "--disable-auto-launch",
-                   "--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK_FOLDER_NAME, *extra]
+                   "--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK_FOLDER_NAME,
+                   *self.extra_custom_nodes, *extra]
         if self.cpu:
             command.append("--cpu")
         return command

@@ -35,6 +35,11 @@ class Family:
     extra_conditioning: dict = field(default_factory=dict)
     checkpoint_buffers: tuple = ()  # buffers the checkpoint fills (the host allocates them empty)
     tiny_overrides: dict = field(default_factory=dict)  # a few channels wide, same layout
+    latent_channels: int = 16
+    # the tiny size's text width where it differs (Chroma: the tiny T5 of tools/tiny_test_models.py,
+    # as a 4096-wide one would need a 4096-wide table for T5's 32 128 tokens)
+    tiny_text_width: int = 0
+    downscale: int = 8  # pixels per latent cell (Wan 2.2's VAE: 16)
 
 
 _MMDIT_COMMON = {"in_channels": 16, "patch_size": 2, "out_channels": 16, "input_size": None, "adm_in_channels": 2048,
@@ -78,8 +83,54 @@ FAMILIES = {
          "cross_attn_norm": True, "eps": 1e-6, "in_dim": 16},
         "bfloat16", 832, 480, 33, text_rows=512, text_width=4096, pooled_width=0,
         tiny_overrides={"dim": 64, "num_heads": 2, "ffn_dim": 64, "num_layers": 1}),
+    # The families below are in the CPU tests at their tiny size (tools/tiny_test_models.py);
+    # their full-size configs are what the host detects from the released checkpoints.
+    "wan2.2-5b": Family(
+        "Wan 2.2 TI2V 5B (48-channel latents)", "WAN22_T2V",
+        {"image_model": "wan2.1", "model_type": "t2v", "dim": 3072, "out_dim": 48, "num_heads": 24, "ffn_dim": 14336,
+         "num_layers": 30, "patch_size": (1, 2, 2), "freq_dim": 256, "window_size": (-1, -1), "qk_norm": True,
+         "cross_attn_norm": True, "eps": 1e-6, "in_dim": 48},
+        "bfloat16", 1280, 704, 33, text_rows=512, text_width=4096, pooled_width=0,
+        latent_channels=48, downscale=16,
+        tiny_overrides={"dim": 64, "num_heads": 2, "ffn_dim": 64, "num_layers": 1}),
+    "chroma": Family(
+        "Chroma (8.9 B), real CFG", "Chroma",
+        {"image_model": "chroma", "in_channels": 64, "out_channels": 64, "context_in_dim": 4096, "hidden_size": 3072,
+         "mlp_ratio": 4.0, "num_heads": 24, "depth": 19, "depth_single_blocks": 38, "axes_dim": [16, 56, 56],
+         "theta": 10000, "patch_size": 2, "qkv_bias": True, "in_dim": 64, "out_dim": 3072, "hidden_dim": 5120,
+         "n_layers": 5},
+        "bfloat16", 1024, 1024, 0, text_rows=512, text_width=4096, pooled_width=0,
+        extra_conditioning={"pooled_output": None},  # as its T5-only encoder gives it
+        tiny_text_width=24,
+        tiny_overrides={"hidden_size": 32, "num_heads": 2, "depth": 1, "depth_single_blocks": 1, "context_in_dim": 24,
+                        "axes_dim": [4, 6, 6], "mlp_ratio": 2.0, "out_dim": 32, "hidden_dim": 32, "n_layers": 1}),
+    "hunyuan-video": Family(
+        "HunyuanVideo T2V (12.8 B)", "HunyuanVideo",
+        {"image_model": "hunyuan_video", "in_channels": 16, "out_channels": 16, "patch_size": [1, 2, 2],
+         "vec_in_dim": 768, "axes_dim": [16, 56, 56], "meanflow": False, "context_in_dim": 4096, "hidden_size": 3072,
+         "mlp_ratio": 4.0, "num_heads": 24, "depth": 20, "depth_single_blocks": 40, "theta": 256, "qkv_bias": True,
+         "byt5": False, "guidance_embed": True, "use_cond_type_embedding": False, "vision_in_dim": None},
+        "bfloat16", 848, 480, 33, text_rows=256, text_width=4096, pooled_width=768,
+        extra_conditioning={"guidance": 6.0},
+        tiny_overrides={"hidden_size": 32, "num_heads": 2, "depth": 1, "depth_single_blocks": 1,
+                        "axes_dim": [4, 6, 6], "mlp_ratio": 2.0}),
+    "lumina2": Family(
+        "Lumina Image 2.0 (2.6 B)", "Lumina2",
+        {"image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 2304, "cap_feat_dim": 2304,
+         "n_layers": 26, "qk_norm": True, "n_heads": 24, "n_kv_heads": 8, "axes_dims": [32, 32, 32],
+         "axes_lens": [300, 512, 512], "rope_theta": 10000.0, "ffn_dim_multiplier": 4.0},
+        "bfloat16", 1024, 1024, 0, text_rows=256, text_width=2304, pooled_width=0,
+        tiny_overrides={"dim": 32, "n_layers": 1, "n_refiner_layers": 1, "n_heads": 2, "n_kv_heads": 1,
+                        "axes_dims": [4, 6, 6], "multiple_of": 16}),
+    "qwen-image": Family(
+        "Qwen-Image (20.4 B)", "QwenImage",
+        {"image_model": "qwen_image", "in_channels": 64, "num_layers": 60},
+        "bfloat16", 1328, 1328, 0, text_rows=256, text_width=3584, pooled_width=0,
+        tiny_overrides={"num_layers": 1, "attention_head_dim": 16, "num_attention_heads": 2,
+                        "axes_dims_rope": (4, 6, 6)}),
 }
-# tiny sizes: 64 px images, 5 frames of 64x48 (2 latent frames of 8x6)
+# tiny sizes: 64 px images, 5 frames of 64x48 (2 latent frames of 8x6); the same latent sizes
+# for a VAE that downscales 16 times (Wan 2.2's): 128 px, 128x96
 _TINY_PIXELS = {"width": 64, "height": 64, "video_height": 48, "frames": 5, "text_rows": 8}
 
 
@@ -92,9 +143,10 @@ def _geometry(name, tiny):
     family = FAMILIES[name]
     if not tiny:
         return family.width, family.height, family.frames
+    scale = family.downscale // 8
     if family.frames:
-        return _TINY_PIXELS["width"], _TINY_PIXELS["video_height"], _TINY_PIXELS["frames"]
-    return _TINY_PIXELS["width"], _TINY_PIXELS["height"], 0
+        return _TINY_PIXELS["width"] * scale, _TINY_PIXELS["video_height"] * scale, _TINY_PIXELS["frames"]
+    return _TINY_PIXELS["width"] * scale, _TINY_PIXELS["height"] * scale, 0
 
 
 def size_label(name, tiny):
@@ -190,19 +242,33 @@ def random_inputs(name, tiny, batch, seed):
     import torch
     import comfy.sample
     family = FAMILIES[name]
-    width, height, frames = _geometry(name, tiny)
     rows = _TINY_PIXELS["text_rows"] if tiny else family.text_rows
+    width = family.tiny_text_width if tiny and family.tiny_text_width else family.text_width
     generator = torch.Generator().manual_seed(seed)
 
     def cond():
         extra = dict(family.extra_conditioning)
         if family.pooled_width:
             extra["pooled_output"] = torch.randn(1, family.pooled_width, generator=generator)
-        return [[torch.randn(1, rows, family.text_width, generator=generator), extra]]
+        return [[torch.randn(1, rows, width, generator=generator), extra]]
 
     positive, negative = cond(), cond()
-    if frames:
-        latent = torch.zeros(batch, 16, (frames - 1) // 4 + 1, height // 8, width // 8)
-    else:
-        latent = torch.zeros(batch, 16, height // 8, width // 8)
+    latent = empty_latent(name, tiny, batch)
     return positive, negative, latent, comfy.sample.prepare_noise(latent, seed)
+
+
+def empty_latent(name, tiny, batch):
+    """The family's empty latent as the sampler gets it: [B, C, H, W] for images (EmptySD3LatentImage),
+    [B, C, frames, H, W] for video (EmptyHunyuanLatentVideo, Wan22ImageToVideoLatent), and one
+    frame of that for an image model with video latents (Qwen-Image; KSampler adds the axis)."""
+    import torch
+    import comfy.supported_models
+    family = FAMILIES[name]
+    width, height, frames = _geometry(name, tiny)
+    size = (height // family.downscale, width // family.downscale)
+    if frames:
+        return torch.zeros(batch, family.latent_channels, (frames - 1) // 4 + 1, *size)
+    latent = torch.zeros(batch, family.latent_channels, *size)
+    if getattr(comfy.supported_models, family.config_class).latent_format.latent_dimensions == 3:
+        latent = latent.unsqueeze(2)  # as comfy.sample.fix_empty_latent_channels does
+    return latent

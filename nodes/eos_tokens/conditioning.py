@@ -15,8 +15,10 @@ import torch
 import comfy.sd1_clip
 import comfy.sdxl_clip
 import comfy.text_encoders.flux
+import comfy.text_encoders.pixart_t5
 import comfy.text_encoders.sd2_clip
 import comfy.text_encoders.sd3_clip
+import comfy.text_encoders.wan
 
 from . import roles as tr
 
@@ -27,12 +29,18 @@ class Encoder:
     key: str  # in clip.tokenize()'s result
     attribute: str  # on the host's tokenizer and text-encoder objects
     has_start: bool
+    tokenizer_attribute: str = None  # where the tokenizer's differs (Wan's: clip_umt5xxl)
+
+    @property
+    def on_tokenizer(self):
+        return self.tokenizer_attribute or self.attribute
 
 
 CLIP_L = Encoder("CLIP-L", "l", "clip_l", True)
 CLIP_H = Encoder("CLIP-H", "h", "clip_h", True)
 CLIP_G = Encoder("CLIP-G", "g", "clip_g", True)
 T5_XXL = Encoder("T5-XXL", "t5xxl", "t5xxl", False)
+UMT5_XXL = Encoder("umT5-XXL", "umt5xxl", "umt5xxl", False, "clip_umt5xxl")
 
 # SD3 zero-fills CLIP-L's 768 columns when only CLIP-G is loaded (host: SD3ClipModel).
 SD3_CLIP_L_COLUMNS = 768
@@ -56,7 +64,7 @@ def _token_position(entry, vocab, width):
 def _encoder_chunks(clip, tokens, encoder):
     """The rows of each chunk this encoder produces, and its width."""
     width = _input_width(getattr(clip.cond_stage_model, encoder.attribute))
-    vocab = getattr(getattr(clip.tokenizer, encoder.attribute, None), "inv_vocab", {})
+    vocab = getattr(getattr(clip.tokenizer, encoder.on_tokenizer, None), "inv_vocab", {})
     chunks = tuple(tuple(tr.chunk_rows([_token_position(entry, vocab, width) for entry in chunk],
                                        encoder.has_start))
                    for chunk in tokens[encoder.key])
@@ -135,8 +143,26 @@ FAMILIES = (
     Family("SD2.x (CLIP-H)", lambda m: isinstance(m, comfy.text_encoders.sd2_clip.SD2ClipModel),
            _single_layout(CLIP_H), "CLIP-H at the first [EOS] of chunk 1 (used only by unCLIP models)"),
     Family("SD1.x (CLIP-L)", _is_sd1, _single_layout(CLIP_L), "CLIP-L at the first [EOS] of chunk 1"),
+    Family("Wan (umT5-XXL rows)", lambda m: isinstance(m, comfy.text_encoders.wan.WanT5Model),
+           _single_layout(UMT5_XXL), "none (Wan takes no pooled vector)"),
+    Family("Chroma / PixArt (T5-XXL rows)", lambda m: isinstance(m, comfy.text_encoders.pixart_t5.PixArtT5XXL),
+           _single_layout(T5_XXL), "none (Chroma takes no pooled vector)"),
 )
-SUPPORTED_TEXT = "SD1.x (CLIP-L), SD2.x (CLIP-H), SDXL (CLIP-L + CLIP-G), SD3 (CLIP-L/G + T5-XXL), Flux (CLIP-L + T5-XXL)"
+SUPPORTED_TEXT = ("SD1.x (CLIP-L), SD2.x (CLIP-H), SDXL (CLIP-L + CLIP-G), SD3 (CLIP-L/G + T5-XXL), "
+                  "Flux (CLIP-L + T5-XXL), Wan (umT5-XXL), Chroma (T5-XXL)")
+
+# Text encoders that are language models (decoder-only, the prompt inside a chat template), by
+# the host module that defines them. Their rows are no CLIP-like [SOS]/prompt/[EOS]/padding:
+# nothing after the prompt gathers it, so there is no [EOS] to split off or swap.
+LLM_ENCODERS = {
+    "comfy.text_encoders.hunyuan_video": "LLaVA-Llama-3 of HunyuanVideo",
+    "comfy.text_encoders.qwen_image": "Qwen2.5-VL of Qwen-Image",
+    "comfy.text_encoders.lumina2": "Gemma-2 of Lumina 2",
+    "comfy.text_encoders.z_image": "Qwen3 of Z-Image",
+    "comfy.text_encoders.hidream": "Llama-3 of HiDream",
+    "comfy.text_encoders.omnigen2": "Qwen2.5-VL of OmniGen2",
+    "comfy.text_encoders.hunyuan_image": "Qwen2.5-VL of HunyuanImage 2.1 / HunyuanVideo 1.5",
+}
 
 
 def family_of(clip, node_id):
@@ -148,6 +174,13 @@ def family_of(clip, node_id):
     for family in FAMILIES:
         if family.matches(model):
             return family
+    llm = LLM_ENCODERS.get(type(model).__module__)
+    if llm is not None:
+        raise ValueError(
+            f"{node_id}: the text encoder connected to 'clip' is the {llm} ({type(model).__name__}), a language "
+            f"model that reads the prompt inside a chat template: it has no [EOS] token and padding that gather "
+            f"the prompt as CLIP's and T5's do, so the [EOS] tools cannot split or swap it. Supported: "
+            f"{SUPPORTED_TEXT}.")
     raise ValueError(
         f"{node_id}: the text encoder {type(model).__name__} (tokenizer {type(clip.tokenizer).__name__}) "
         f"connected to 'clip' is not supported: its token layout is unknown to the [EOS] tools. "

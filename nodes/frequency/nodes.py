@@ -124,9 +124,9 @@ class ShapeFirstFrequencyTrace(io.ComfyNode):
                                      rec.part_shapes(latent_image["samples"]))
         latent = rec.sample_like_ksampler(recorder.traced(model), seed, steps, cfg, sampler_name, scheduler,
                                           positive, negative, latent_image, denoise)
-        data = recorder.payload(
-            f"Frequency trace: {sampler_name}/{scheduler}, {recorder.total_steps} steps, cfg {cfg:g}",
-            rec.image_part(latent["samples"]).shape)
+        shape = rec.image_part(latent["samples"]).shape
+        data = recorder.payload(f"Frequency trace: {sampler_name}/{scheduler}, {recorder.total_steps} steps, "
+                                f"cfg {cfg:g}; {fr.latent_label(shape)}", shape)
         plot = rec.to_image(fp.render_chart(data))
         strip = rec.to_image(rec.decode_strip(vae, model, recorder, cutoff_radius))
         return io.NodeOutput(latent, plot, strip, fr.to_json(data), ui={fr.UI_KEY: [data]})
@@ -183,8 +183,10 @@ class ShapeFirstForwardFrequency(io.ComfyNode):
         require(rec.check_latent(samples, model, name))
         samples = rec.image_part(samples)  # of video + audio (LTX-2), the video
         require(rec.check_has_content(samples, name))
+        samples = rec.as_sampled(model, samples)
         points, kind = rec.forward_curves(model, samples, steps, scheduler, seed, cutoff_radius)
-        data = fr.payload(fr.KIND_FORWARD, f"Forward process ({kind}): {scheduler}, {len(points)} noise levels",
+        data = fr.payload(fr.KIND_FORWARD, f"Forward process ({kind}): {scheduler}, {len(points)} noise levels; "
+                          f"{fr.latent_label(samples.shape)}",
                           points, cutoff_radius, len(points), parameterization=kind,
                           latent_shape=list(samples.shape))
         return io.NodeOutput(rec.to_image(fp.render_chart(data)), fr.to_json(data), ui={fr.UI_KEY: [data]})

@@ -280,9 +280,17 @@ class TraceRecorder:
             latent_shape=list(latent_shape), sigmas=[fr.clean(s) for s in self.sigmas])
 
 
+def as_sampled(model, samples):
+    """The latent as KSampler hands it to the model: a 4-D [B, C, H, W] latent for a model whose
+    latents are 5-D (Wan, Qwen-Image) becomes one frame [B, C, 1, H, W]. Without it the latent
+    format's per-channel statistics ([1, C, 1, 1, 1]) would broadcast it to [1, C, C, H, W].
+    An empty (all-zero) latent also gets the model's channel count, as KSampler gives it."""
+    return comfy.sample.fix_empty_latent_channels(model, samples)
+
+
 def sample_like_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent, denoise):
     """The host's KSampler path (nodes.common_ksampler), step for step, so results match."""
-    latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    latent_image = as_sampled(model, latent["samples"])
     noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
     callback = latent_preview.prepare_callback(model, steps)
     samples = comfy.sample.sample(

@@ -101,6 +101,16 @@ def cutoff_marker(guided_steps, total_steps, keep, sigma):
             "label": f"{what} after step {guided_steps}"}
 
 
+def latent_label(shape):
+    """How a chart's title names the latent: its channels and, for a video, its frames."""
+    shape = list(shape)
+    if len(shape) == 5 and shape[2] == 1:
+        return f"{shape[1]}-channel latent, 1 frame"  # an image in a video model's layout (Qwen-Image)
+    if len(shape) == 5:
+        return f"{shape[1]}-channel video latent, {shape[2]} frames (bands per frame)"
+    return f"{shape[1]}-channel latent" if len(shape) >= 2 else "latent"
+
+
 def payload(kind, title, points, cutoff_radius, total_steps, cutoff=None, **extra):
     data = {"kind": kind, "title": title, "panels": panels(kind), "points": list(points),
             "cutoff_radius": clean(cutoff_radius), "total_steps": int(total_steps), "cutoff": cutoff,

@@ -29,7 +29,9 @@ WIDGETS = {
     "cutoff_sigma": lambda default: io.Float.Input(
         "cutoff_sigma", default=default, min=0.0, max=1000.0, step=0.01, round=0.0001, tooltip=(
             "Mode 'sigma': every model evaluation at a noise level (sigma) above this uses the text, "
-            "every one at or below it does not. SD1.x/SDXL schedules run from about 14.6 down to 0.03.")),
+            "every one at or below it does not. SD1.x/SDXL schedules run from about 14.6 down to 0.03, "
+            "flow models (SD3, Flux, Wan) from 1 to 0. One sigma holds across samplers that share a "
+            "schedule (Wan 2.2's two experts): Sigma at Step gives the sigma of step N of the whole schedule.")),
     "keep": lambda default: io.Combo.Input("keep", options=list(cs.KEEP_CHOICES), default=default, tooltip=(
         "Which branch still runs after the cutoff. 'uncond' (the paper): only the unconditional "
         "prediction, guidance weight 0. 'cond': only the conditional one, as Adaptive Guidance and "
@@ -56,6 +58,10 @@ def cutoff_inputs():
 
 def validate_cutoff_inputs(**kwargs):
     """True, or the message naming the bad input; the graph is left as it is."""
+    if any(kwargs.get(name, 0) is None for name in cs.INPUT_NAMES):
+        # an input fed by a link (Sigma at Step -> cutoff_sigma) reaches validation as None: its
+        # value exists only at run time, where execute checks all of them
+        return True
     return verdict(cs.check_inputs(kwargs))
 
 
@@ -147,4 +153,40 @@ class ShapeFirstCutoffGuider(io.ComfyNode):
         return io.NodeOutput(guider, ui=ui.PreviewText(plan))
 
 
-NODES = [ShapeFirstGuidanceCutoff, ShapeFirstCutoffGuider]
+class ShapeFirstStepSigma(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ShapeFirstStepSigma",
+            display_name="Sigma at Step (ShapeFirst)",
+            category=CATEGORY,
+            description=(
+                "The noise level (sigma) at which step N of a whole schedule starts, for the Guidance "
+                "Cutoff's 'sigma' mode. When one schedule is split over several samplers (Wan 2.2: the "
+                "high-noise expert in one KSamplerAdvanced, the low-noise expert in the next), each "
+                "sampler sees only its part, so 'guided steps' counts per sampler; this sigma, given to "
+                "the cutoff on every expert, drops the text after step N of the whole schedule."),
+            inputs=[
+                io.Model.Input("model", tooltip=(
+                    "The model whose schedule the samplers use (after ModelSamplingSD3 or any shift node); "
+                    "only its noise schedule is read.")),
+                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="simple",
+                               tooltip="The samplers' scheduler."),
+                io.Int.Input("steps", default=20, min=1, max=10000,
+                             tooltip="The whole schedule's steps (KSamplerAdvanced's steps)."),
+                io.Int.Input("guided_steps", default=10, min=0, max=10000, tooltip=(
+                    "How many steps of the whole schedule use the text: the sigma of the step after them. "
+                    "0 drops the text from the start; steps or more keeps it throughout.")),
+            ],
+            outputs=[io.Float.Output("sigma", tooltip=(
+                "Connect to the Guidance Cutoff's cutoff_sigma (cutoff_mode 'sigma') on each sampler's model."))],
+        )
+
+    @classmethod
+    def execute(cls, model, scheduler, steps, guided_steps) -> io.NodeOutput:
+        sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps)
+        # sigmas[steps] is the schedule's end (0): at 0 no evaluation is at or below it
+        return io.NodeOutput(float(sigmas[min(guided_steps, steps)]))
+
+
+NODES = [ShapeFirstGuidanceCutoff, ShapeFirstCutoffGuider, ShapeFirstStepSigma]

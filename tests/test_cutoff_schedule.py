@@ -104,8 +104,12 @@ def test_kept_branch_index_matches_host_order():
 
 
 def test_inputs_are_the_settings_fields_and_build_them():
+    # the guidance start's inputs come last: saved UI workflows fill widgets by position
     assert cs.INPUT_NAMES == ("cutoff_mode", "guided_steps", "guided_fraction", "cutoff_sigma", "keep",
-                              "adaptive_threshold", "adaptive_min_steps", "adaptive_max_steps")
+                              "adaptive_threshold", "adaptive_min_steps", "adaptive_max_steps",
+                              "guidance_start_step", "guidance_start_fraction", "guidance_start_sigma",
+                              "keep_before_start")
+    assert cs.INPUT_NAMES[-len(cs.START_INPUT_NAMES):] == cs.START_INPUT_NAMES
     made = cs.settings_from_inputs({"model": object(), "cutoff_mode": cs.MODE_SIGMA, "cutoff_sigma": 2.5})
     assert (made.cutoff_mode, made.cutoff_sigma, made.guided_steps) == (cs.MODE_SIGMA, 2.5, 10)
     with pytest.raises(ValueError, match="guided_fraction must be between 0 and 1"):
@@ -140,3 +144,75 @@ def test_next_sigma_and_the_decision():
     assert cs.decide(cut, cs.NextSigma()) == cs.READ
     assert cs.decide(None, cs.NextSigma()) == cs.TEXT
     assert cs.decide(None, cs.NextSigma(), dropped=True) == cs.NO_TEXT
+
+
+# ---------------------------------------------------------------- the guidance start (window)
+
+def test_no_guidance_start_by_default_in_every_mode():
+    for mode in cs.MODES:
+        s = settings(cutoff_mode=mode)
+        assert not s.has_start and cs.start_sigma_for(s, SCHEDULE) is None
+        assert cs.steps_before_start(s, SCHEDULE) == 0 and s.keep_before_start == "cond"
+
+
+@pytest.mark.parametrize("kw,before,start_sigma", [
+    (dict(guidance_start_step=3, guided_steps=8), 3, SCHEDULE[3]),
+    (dict(guidance_start_step=3, guided_steps=500), 3, SCHEDULE[3]),
+    (dict(guidance_start_step=30, guided_steps=50), 10, SCHEDULE[10]),  # past the run: every step before
+    (dict(cutoff_mode=cs.MODE_FRACTION, guidance_start_fraction=0.25, guided_fraction=0.8), 3, SCHEDULE[3]),
+    (dict(cutoff_mode=cs.MODE_SIGMA, guidance_start_sigma=5.0, cutoff_sigma=0.3), 3, 5.0),
+    (dict(cutoff_mode=cs.MODE_SIGMA, guidance_start_sigma=6.0, cutoff_sigma=0.3), 2, 6.0),  # on a step's sigma
+    (dict(cutoff_mode=cs.MODE_ADAPTIVE, guidance_start_step=2, adaptive_min_steps=4), 2, SCHEDULE[2]),
+])
+def test_guidance_start_in_the_cutoffs_unit(kw, before, start_sigma):
+    s = settings(**kw)
+    assert s.has_start
+    assert cs.steps_before_start(s, SCHEDULE) == before
+    assert cs.start_sigma_for(s, SCHEDULE) == start_sigma
+
+
+def test_the_window_decision_at_both_ends():
+    start, cut = SCHEDULE[3], SCHEDULE[7]
+    window = dict(start_sigma=start)
+    assert cs.decide(cut, cs.NextSigma(exact=SCHEDULE[2]), **window) == cs.BEFORE_START
+    assert cs.decide(cut, cs.NextSigma(exact=start), **window) == cs.TEXT  # at the start sigma: guided
+    assert cs.decide(cut, cs.NextSigma(exact=cut), **window) == cs.NO_TEXT
+    assert cs.decide(cut, cs.NextSigma(floor=SCHEDULE[2]), **window) == cs.BEFORE_START  # no read needed
+    assert cs.decide(cut, cs.NextSigma(floor=start), **window) == cs.READ  # may be at the start or below
+    assert cs.decide(cut, cs.NextSigma(), **window) == cs.READ
+    # one-way: once the window started, only the cut decides (a churned sigma above the start stays guided)
+    assert cs.decide(cut, cs.NextSigma(exact=SCHEDULE[0]), started=True, **window) == cs.TEXT
+    assert cs.decide(cut, cs.NextSigma(floor=SCHEDULE[4]), started=True, **window) == cs.TEXT
+    assert cs.decide(cut, cs.NextSigma(exact=SCHEDULE[0]), dropped=True, **window) == cs.NO_TEXT
+    # an empty window (start at the cut): straight from before the start to no text
+    assert cs.decide(cut, cs.NextSigma(exact=cut), start_sigma=cut) == cs.NO_TEXT
+    assert cs.at_or_below(None, cs.NextSigma(exact=0.0)) is False
+
+
+@pytest.mark.parametrize("kw,needle", [
+    (dict(guidance_start_step=4, guided_steps=4), r"guidance_start_step \(4\) must be below guided_steps \(4\).*Lower"),
+    (dict(guidance_start_step=9, guided_steps=4), "guidance_start_step .* must be below guided_steps"),
+    (dict(guidance_start_step=-1), "guidance_start_step must be a whole number >= 0"),
+    (dict(guidance_start_step=1.5), "guidance_start_step must be a whole number"),
+    (dict(guidance_start_step=float("nan")), "guidance_start_step must be a whole number"),
+    (dict(cutoff_mode=cs.MODE_FRACTION, guidance_start_fraction=0.6, guided_fraction=0.5),
+     "guidance_start_fraction .* must be below guided_fraction"),
+    (dict(guidance_start_fraction=1.5), "guidance_start_fraction must be between 0 and 1"),
+    (dict(guidance_start_fraction=float("nan")), "guidance_start_fraction must be between 0 and 1"),
+    (dict(cutoff_mode=cs.MODE_SIGMA, guidance_start_sigma=0.5, cutoff_sigma=1.0),
+     r"guidance_start_sigma \(0.5\) must be above cutoff_sigma \(1\).*set guidance_start_sigma to 0"),
+    (dict(guidance_start_sigma=float("nan")), "guidance_start_sigma must be a noise level >= 0"),
+    (dict(guidance_start_sigma=float("inf")), "guidance_start_sigma must be a noise level >= 0"),
+    (dict(guidance_start_sigma=-2.0), "guidance_start_sigma must be a noise level >= 0"),
+    (dict(cutoff_mode=cs.MODE_ADAPTIVE, guidance_start_step=3, adaptive_min_steps=3),
+     "guidance_start_step .* must be below adaptive_min_steps .*measures the guidance in full-CFG steps"),
+    (dict(keep_before_start="both"), "keep_before_start must be 'cond'"),
+])
+def test_bad_guidance_start_names_the_input_and_the_fix(kw, needle):
+    with pytest.raises(ValueError, match=needle):
+        cs.CutoffSettings(**kw)
+
+
+def test_a_start_of_another_mode_is_not_checked_against_this_cutoff():
+    # (like guided_steps in the sigma mode: the other modes' inputs are not used)
+    assert not settings(cutoff_mode=cs.MODE_SIGMA, guidance_start_step=50, guided_steps=4).has_start

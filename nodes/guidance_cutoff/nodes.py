@@ -47,6 +47,28 @@ WIDGETS = {
     "adaptive_max_steps": lambda default: io.Int.Input("adaptive_max_steps", default=default, min=0, max=10000, tooltip=(
         "Mode 'adaptive': drop the text after this many steps even if the guidance is still large "
         "(equal to adaptive_min_steps: exactly that many steps use the text).")),
+    # The guidance start (limited-interval guidance): optional, so workflows saved before it
+    # existed load and run unchanged; each default means "full CFG from the first step".
+    "guidance_start_step": lambda default: io.Int.Input(
+        "guidance_start_step", default=default, min=0, max=10000, optional=True, tooltip=(
+            "Modes 'guided steps' and 'adaptive': how many steps run before full CFG starts, evaluating "
+            "one branch (keep_before_start). 0: full CFG from the first step (as without it). Must be "
+            "below guided_steps (adaptive: below adaptive_min_steps). E.g. 3 with guided_steps 12 of 20: "
+            "steps 0-2 unguided, 3-11 full CFG, 12-19 without text.")),
+    "guidance_start_fraction": lambda default: io.Float.Input(
+        "guidance_start_fraction", default=default, min=0.0, max=1.0, step=0.01, optional=True, tooltip=(
+            "Mode 'fraction of steps': share of the run's steps before full CFG starts, rounded to a whole "
+            "step like guided_fraction. 0: full CFG from the first step. Must be below guided_fraction.")),
+    "guidance_start_sigma": lambda default: io.Float.Input(
+        "guidance_start_sigma", default=default, min=0.0, max=10000.0, step=0.01, round=0.0001, optional=True,
+        tooltip=(
+            "Mode 'sigma': full CFG only for sigmas at or below this (and above cutoff_sigma): the interval "
+            "paper's sigma_hi, e.g. 5.42 for SDXL. Evaluations above it run one branch (keep_before_start). "
+            "0: no start, full CFG from the first step. Must be above cutoff_sigma.")),
+    "keep_before_start": lambda default: io.Combo.Input(
+        "keep_before_start", options=list(cs.KEEP_BEFORE_CHOICES), default=default, optional=True, tooltip=(
+            "Which branch runs before the guidance start (when one is set). 'cond' (the interval paper, "
+            "Kynkaanniemi et al. 2024): the prompt, unamplified (cfg 1). 'uncond': no text at all yet.")),
 }
 
 
@@ -92,8 +114,10 @@ class ShapeFirstGuidanceCutoff(io.ComfyNode):
                 "(Yi et al., NeurIPS 2024). This patch keeps full classifier-free guidance for the first "
                 "steps, then evaluates only one branch of the UNet (by default the unconditional one, "
                 "as in the paper), saving up to half the UNet work of each late step. Works with "
-                "KSampler, KSamplerAdvanced, SamplerCustom and SamplerCustomAdvanced. After each run "
-                "the node shows where the text was dropped and what was saved."),
+                "KSampler, KSamplerAdvanced, SamplerCustom and SamplerCustomAdvanced. Optionally full CFG "
+                "starts late too (guidance_start_*, limited-interval guidance): the first steps then run one "
+                "branch, the conditional one by default. After each run the node shows where the text was "
+                "dropped and what was saved."),
             inputs=[io.Model.Input("model", tooltip="The model to patch; the input itself is not modified.")]
             + cutoff_inputs(),
             outputs=[io.Model.Output(tooltip="The same model with the guidance cutoff; connect it to a sampler.")],
@@ -120,8 +144,9 @@ class ShapeFirstCutoffGuider(io.ComfyNode):
             category=CATEGORY,
             description=(
                 "Classifier-free guidance with the text dropped after the shape stage, as a GUIDER for "
-                "SamplerCustomAdvanced: full CFG for the first steps, then only one branch. Shows the "
-                "plan here and, after sampling, where the text was dropped and the UNet work saved."),
+                "SamplerCustomAdvanced: full CFG for the first steps, then only one branch (with a guidance "
+                "start, one branch before full CFG too). Shows the plan here and, after sampling, where the "
+                "text was dropped and the UNet work saved."),
             inputs=[
                 io.Model.Input("model", tooltip="The model to sample with; it is not modified."),
                 io.Conditioning.Input("positive", tooltip="The prompt's conditioning (used until the cutoff)."),

@@ -2,10 +2,11 @@
 
 Hooks (both written into a cloned ModelPatcher's model_options, never global):
 - ``sampler_calc_cond_batch_function``: the host's one slot for computing the
-  [cond, uncond] predictions. Before the cutoff it computes both as usual; after it only
-  the kept branch runs (half the UNet batch, ``cond_or_uncond`` still names the branch)
-  and that prediction is returned for both slots, so CFG yields exactly it and
-  pre/post-CFG hooks see a consistent pair. A function already in the slot is chained.
+  [cond, uncond] predictions. Inside the guided window it computes both as usual; before
+  the guidance start (if one is set) and after the cutoff only one branch runs (half the
+  UNet batch, ``cond_or_uncond`` still names the branch) and that prediction is returned for
+  both slots, so CFG yields exactly it and pre/post-CFG hooks see a consistent pair. A
+  function already in the slot is chained.
 - a ``SAMPLER_SAMPLE`` wrapper: runs once per sampler run, gives every run fresh state
   (the schedule, counters, adaptive measurements) in that run's own model_options,
   counts steps through the sampler callback and reports what happened at the end.
@@ -63,6 +64,10 @@ class CutoffRun:
         self.total_steps = cs.step_count(schedule)
         self.traits = traits
         self.cut_sigma = cs.cutoff_sigma_for(settings, schedule)
+        self.start_sigma = cs.start_sigma_for(settings, schedule)
+        self.started = self.start_sigma is None  # the guided window reached (or passed)
+        self.start_seen_sigma = None  # sigma of the first evaluation at or below the start
+        self.before_start_evaluations = 0  # one-branch evaluations before the guidance start
         self.adaptive = settings.cutoff_mode == cs.MODE_ADAPTIVE
         self.adaptive_floor = cs.adaptive_floor_sigma(settings, schedule) if self.adaptive else None
         self.dropped = False
@@ -95,27 +100,32 @@ class CutoffRun:
         self.sigma_reads += 1
         return torch.cat([t.detach().float().reshape(-1) for t in tensors]).cpu().tolist()
 
-    def drops_text(self, sigma, known):
-        """Whether the evaluation about to run at ``sigma`` (a device tensor) goes without
-        text; the sigma is read (once) only when ``known`` does not settle it. Cuts: the fixed
-        one (at or below ``cut_sigma``) and, once the adaptive mode decided, below the sigma it
-        measured (so a step that starts there, like heun's after its corrector, keeps the text)."""
-        if self.dropped:
-            return True
+    def plan(self, sigma, known):
+        """``schedule.BEFORE_START``, ``TEXT`` or ``NO_TEXT`` for the evaluation about to run at
+        ``sigma`` (a device tensor); the sigma is read (once) only when ``known`` does not settle
+        it. The window's start (above ``start_sigma``: before it) and its cuts: the fixed one (at
+        or below ``cut_sigma``) and, once the adaptive mode decided, below the sigma it measured
+        (so a step that starts there, like heun's after its corrector, keeps the text)."""
         for cut, strict in ((self.cut_sigma, False), (self.adaptive_cut, True)):
-            decision = cs.decide(cut, known, strict=strict)
+            decision = cs.decide(cut, known, self.dropped, strict, self.start_sigma, self.started)
             if decision == cs.READ:
                 (value,) = self._read(sigma.max())
                 known = cs.NextSigma(exact=value)
-                decision = cs.decide(cut, known, strict=strict)
+                decision = cs.decide(cut, known, self.dropped, strict, self.start_sigma, self.started)
+            if decision == cs.BEFORE_START:
+                return decision
+            if not self.started:  # (proved with the exact sigma: a floor cannot show "at or below")
+                self.started, self.start_seen_sigma = True, known.exact
             if decision == cs.NO_TEXT:
-                self.dropped, self.drop_sigma = True, known.exact
-                return True
-        return False
+                if not self.dropped:
+                    self.dropped, self.drop_sigma = True, known.exact
+                return decision
+        return cs.TEXT
 
-    def count(self, single):
+    def count(self, single, before_start=False):
         if single:
             self.single_evaluations += 1
+            self.before_start_evaluations += before_start
         else:
             self.full_evaluations += 1
         self.last_evaluation_single = single
@@ -133,10 +143,21 @@ class CutoffRun:
             self.adaptive_cut = value_sigma  # evaluations below it go without text
 
     def guided_steps(self):
-        """Steps that used the text, read off the schedule at the sigma where it stopped."""
+        """Steps that used the text (before the guidance start too: ``U`` steps unguided, then
+        full CFG), read off the schedule at the sigma where it stopped."""
         if not self.dropped:
             return self.total_steps
         return cs.guided_steps_below(self.schedule, self.drop_sigma)
+
+    def steps_before_start(self):
+        """``U``: steps before the guided window, read off the schedule at the sigma where the
+        window (or, when it was empty, the cut) was reached; 0 without a guidance start."""
+        if self.start_sigma is None or not self.before_start_evaluations:
+            return 0
+        if not self.started:
+            return self.total_steps
+        # (at least the step of the first evaluation, which ran before the start)
+        return max(1, cs.guided_steps_below(self.schedule, self.start_seen_sigma))
 
     def summary(self, distilled=False):
         if self.replaced_by is not None:
@@ -152,6 +173,8 @@ class CutoffRun:
             return (f"ShapeFirst guidance cutoff: no-op, {reason}: ComfyUI evaluates only the conditional "
                     f"branch, so there is no second branch to drop. Use cfg > 1 to compare.")
         saved = cs.saved_share(self.full_evaluations, self.single_evaluations)
+        if self.before_start_evaluations:
+            return f"ShapeFirst guidance cutoff: {self.window_summary(saved)}"
         if not self.single_evaluations:  # (adaptive mode can decide after the last evaluation)
             why = ("the guidance never fell below the threshold before the last evaluation" if self.adaptive
                    else "the cutoff is at or past the last step")
@@ -162,6 +185,31 @@ class CutoffRun:
                 f"({self._where()}; paper's a = {cs.paper_a(self.total_steps, guided)}), "
                 f"keeping {self.settings.keep}; {self.single_evaluations} of "
                 f"{2 * self.evaluations} UNet branch evaluations saved ({100 * saved:.1f}%).")
+
+    def window_summary(self, saved):
+        """The run with a guidance start, e.g. "text unguided for steps 0–2, full CFG for steps
+        3–11, text dropped after step 12 of 20; 11 of 40 UNet branch evaluations saved (27.5 %)",
+        then where each end was (sigmas, kept branches)."""
+        before, guided, total = self.steps_before_start(), self.guided_steps(), self.total_steps
+        what = "text unguided" if self.settings.keep_before_start == cs.KEEP_COND else "no text"
+        parts = [f"{what} for {_steps(0, before - 1)}"]
+        if guided > before:
+            parts.append(f"full CFG for {_steps(before, guided - 1)}")
+        if self.dropped:
+            after = "text dropped" if self.settings.keep == cs.KEEP_UNCOND else "only the cond branch"
+            parts.append(f"{after} after step {guided} of {total}")
+        else:
+            parts[-1] += f" of {total}"
+        line = (f"{', '.join(parts)}; {self.single_evaluations} of {2 * self.evaluations} UNet branch "
+                f"evaluations saved ({100 * saved:.1f} %).")
+        details = [f"before the window: {self.settings.keep_before_start} only"
+                   + (f", above sigma {self.start_sigma:.4g}" if self.started else " (the window was never reached)")]
+        if guided <= before and self.dropped:
+            details.append("no step in the guided window: the guidance start is at or past the cutoff in this run")
+        if self.dropped:
+            details.append(f"after: {self.settings.keep} only ({self._where()}; paper's a = "
+                           f"{cs.paper_a(total, guided)})")
+        return f"{line} {'; '.join(details)}."
 
     def _where(self):
         if self.adaptive_cut is not None:
@@ -204,13 +252,15 @@ class GuidanceCutoffPatch:
         if conds[0] is None or conds[1] is None:
             run.no_uncond_evaluations += 1
             return self._compute(args, conds)
-        keep = self.settings.kept_branch
         known = run.next_sigma()
-        if run.drops_text(args["sigma"], known):
+        decision = run.plan(args["sigma"], known)
+        if decision != cs.TEXT:
+            before_start = decision == cs.BEFORE_START
+            keep = self.settings.branch_before_start if before_start else self.settings.kept_branch
             single = [None, None]
             single[keep] = conds[keep]
             kept = self._compute(args, single)[keep]
-            run.count(single=True)
+            run.count(single=True, before_start=before_start)
             return [kept, kept]
         out = self._compute(args, conds)
         run.count(single=False)
@@ -266,14 +316,18 @@ def check_run_inputs(settings, run, guider, model_options):
         problem = check_negative(conds["negative"], getattr(guider, "cfg", None))
         if problem:
             return problem
-    first_single = run.dropped or (run.cut_sigma is not None and run.cut_sigma >= run.schedule[0])
-    if settings.keep == cs.KEEP_COND and first_single and model_options.get("disable_cfg1_optimization"):
-        # e.g. Self-Attention Guidance: it reads the unconditional branch's attention, and fails
-        # deep inside ComfyUI when that branch never runs
-        return (
-            "keep 'cond' with no guided step: a patch on this model reads the unconditional prediction "
-            "(it sets disable_cfg1_optimization, as Self-Attention Guidance does), which would never be "
-            "computed. Use at least one guided step, or keep 'uncond'.")
+    if not model_options.get("disable_cfg1_optimization") or not run.schedule:
+        return None
+    # e.g. Self-Attention Guidance: it reads the unconditional branch's attention, and fails
+    # deep inside ComfyUI when that branch has not run before (it keeps the latest one)
+    first = cs.decide(run.cut_sigma, cs.NextSigma(exact=run.schedule[0]), run.dropped, False, run.start_sigma)
+    reads = ("a patch on this model reads the unconditional prediction (it sets disable_cfg1_optimization, as "
+             "Self-Attention Guidance does), which would never be computed")
+    if first == cs.BEFORE_START and settings.keep_before_start == cs.KEEP_COND:
+        return (f"keep_before_start 'cond' with a guidance start: {reads} before the start. Set keep_before_start "
+                f"to 'uncond', or the guidance start to 0 (full CFG from the first step).")
+    if first == cs.NO_TEXT and settings.keep == cs.KEEP_COND:
+        return f"keep 'cond' with no guided step: {reads}. Use at least one guided step, or keep 'uncond'."
     return None
 
 
@@ -303,6 +357,8 @@ def apply_cutoff(model, settings, report=None):
 
 def describe_plan(settings):
     """One line for the node UI: what will happen, in the user's own units."""
+    if settings.has_start:
+        return describe_window_plan(settings)
     if settings.cutoff_mode == cs.MODE_STEPS:
         plan = f"text for the first {settings.guided_steps} steps"
     elif settings.cutoff_mode == cs.MODE_FRACTION:
@@ -313,6 +369,33 @@ def describe_plan(settings):
         plan = (f"text until ||eps_c - eps_u|| / ||eps_u|| < {settings.adaptive_threshold:g} "
                 f"(between step {settings.adaptive_min_steps} and {settings.adaptive_max_steps})")
     return f"{plan}, then only the {settings.keep} branch"
+
+
+def describe_window_plan(settings):
+    """The plan with a guidance start, named like the run's summary: "text unguided for steps
+    0–2, full CFG for steps 3–11, text dropped after step 12, ..." (in the mode's unit)."""
+    what = "text unguided" if settings.keep_before_start == cs.KEEP_COND else "no text"
+    after = f"then only the {settings.keep} branch"
+    mode = settings.cutoff_mode
+    if mode == cs.MODE_STEPS:
+        start, end = settings.guidance_start_step, settings.guided_steps
+        return (f"{what} for {_steps(0, start - 1)}, full CFG for {_steps(start, end - 1)}, "
+                f"{'text dropped' if settings.keep == cs.KEEP_UNCOND else 'only the cond branch'} after step {end} "
+                f"({after}; steps counted within the run's steps)")
+    if mode == cs.MODE_FRACTION:
+        return (f"{what} for the first {100 * settings.guidance_start_fraction:g}% of the steps, full CFG until "
+                f"{100 * settings.guided_fraction:g}% of them, {after}")
+    if mode == cs.MODE_SIGMA:
+        return (f"{what} while sigma > {settings.guidance_start_sigma:g}, full CFG for sigma in "
+                f"({settings.cutoff_sigma:g}, {settings.guidance_start_sigma:g}], {after}")
+    return (f"{what} for {_steps(0, settings.guidance_start_step - 1)}, full CFG until "
+            f"||eps_c - eps_u|| / ||eps_u|| < {settings.adaptive_threshold:g} (between step "
+            f"{settings.adaptive_min_steps} and {settings.adaptive_max_steps}), {after}")
+
+
+def _steps(first, last):
+    """"step 3" or "steps 3–11" (0-based, both included)."""
+    return f"step {first}" if first == last else f"steps {first}–{last}"
 
 
 def is_cfg_one(cfg):

@@ -10,6 +10,12 @@ Vocabulary (used across the pack and its README):
   every one at or below it evaluates a single branch. For ``N`` guided steps it is
   ``schedule[N]``, so multi-evaluation samplers (heun, dpm_2, ...) are cut by the noise
   level they actually evaluate at, not by counting calls.
+- ``guided window``: the sigmas ``(cutoff sigma, start sigma]`` that run full CFG. An optional
+  ``guidance start`` (default 0: none) leaves out the guidance at the highest noise levels
+  too (limited-interval guidance, Kynkaanniemi et al. 2024): every evaluation above the
+  ``start sigma`` runs one branch (``keep_before_start``, the conditional one by default).
+  Given in the cutoff's unit: ``U`` steps before the window make it ``schedule[U]``; the
+  evaluation at exactly a boundary sigma belongs to the lower side at both ends.
 
 Also here, as pure functions of the schedule and the run's counts: what is known of the next
 evaluation's sigma without reading it from the device (``SamplerTraits``, ``next_sigma``),
@@ -30,6 +36,7 @@ MODES = (MODE_STEPS, MODE_FRACTION, MODE_SIGMA, MODE_ADAPTIVE)
 KEEP_UNCOND = "uncond"
 KEEP_COND = "cond"
 KEEP_CHOICES = (KEEP_UNCOND, KEEP_COND)
+KEEP_BEFORE_CHOICES = (KEEP_COND, KEEP_UNCOND)  # before the window: the interval paper's cond first
 
 # Index of each branch in the host's [cond, uncond] pair.
 BRANCH_INDEX = {KEEP_COND: 0, KEEP_UNCOND: 1}
@@ -47,6 +54,10 @@ class CutoffSettings:
     adaptive_threshold: float = 0.15
     adaptive_min_steps: int = 3
     adaptive_max_steps: int = 1000
+    guidance_start_step: int = 0
+    guidance_start_fraction: float = 0.0
+    guidance_start_sigma: float = 0.0
+    keep_before_start: str = KEEP_COND
 
     def __post_init__(self):
         require(check_settings(self))
@@ -55,8 +66,29 @@ class CutoffSettings:
     def kept_branch(self):
         return BRANCH_INDEX[self.keep]
 
+    @property
+    def branch_before_start(self):
+        return BRANCH_INDEX[self.keep_before_start]
+
+    @property
+    def has_start(self):
+        """Whether a guidance start is set for the mode in use (0: full CFG from the first step)."""
+        return bool(start_input_value(self))
+
 
 INPUT_NAMES = tuple(f.name for f in fields(CutoffSettings))
+# The inputs added with the guidance start: optional in the nodes (missing means default).
+START_INPUT_NAMES = ("guidance_start_step", "guidance_start_fraction", "guidance_start_sigma", "keep_before_start")
+
+# The guidance start's input and the cutoff's, per mode (adaptive: its start in steps, its own end).
+START_INPUT = {MODE_STEPS: "guidance_start_step", MODE_FRACTION: "guidance_start_fraction",
+               MODE_SIGMA: "guidance_start_sigma", MODE_ADAPTIVE: "guidance_start_step"}
+CUTOFF_INPUT = {MODE_STEPS: "guided_steps", MODE_FRACTION: "guided_fraction",
+                MODE_SIGMA: "cutoff_sigma", MODE_ADAPTIVE: "adaptive_min_steps"}
+
+
+def start_input_value(settings):
+    return getattr(settings, START_INPUT.get(settings.cutoff_mode, "guidance_start_step"))
 
 
 def settings_from_inputs(values):
@@ -96,6 +128,39 @@ def check_settings(s):
     if s.adaptive_min_steps > s.adaptive_max_steps:
         return (f"adaptive_min_steps ({s.adaptive_min_steps}) must not exceed adaptive_max_steps "
                 f"({s.adaptive_max_steps}); lower the minimum or raise the maximum.")
+    return check_start(s)
+
+
+def check_start(s):
+    """The guidance start's own checks: its range, then that it comes before the cutoff."""
+    if s.keep_before_start not in KEEP_CHOICES:
+        return (f"keep_before_start must be 'cond' (the interval paper: the text unguided) or 'uncond'; "
+                f"got {s.keep_before_start!r}.")
+    if not _finite(s.guidance_start_step) or s.guidance_start_step < 0 or int(s.guidance_start_step) != s.guidance_start_step:
+        return (f"guidance_start_step must be a whole number >= 0 (steps before full CFG starts; 0: from the "
+                f"first step); got {s.guidance_start_step!r}.")
+    if not _finite(s.guidance_start_fraction) or not 0.0 <= s.guidance_start_fraction <= 1.0:
+        return (f"guidance_start_fraction must be between 0 and 1 (share of steps before full CFG starts; 0: "
+                f"from the first step); got {s.guidance_start_fraction!r}.")
+    if not _finite(s.guidance_start_sigma) or s.guidance_start_sigma < 0:
+        return (f"guidance_start_sigma must be a noise level >= 0 (full CFG once sigma is at or below it; 0: "
+                f"from the first step); got {s.guidance_start_sigma!r}.")
+    start, cutoff = START_INPUT[s.cutoff_mode], CUTOFF_INPUT[s.cutoff_mode]
+    start_value, cutoff_value = getattr(s, start), getattr(s, cutoff)
+    if not start_value:
+        return None
+    if s.cutoff_mode == MODE_SIGMA:
+        if start_value <= cutoff_value:
+            return (f"guidance_start_sigma ({start_value:g}) must be above cutoff_sigma ({cutoff_value:g}): full "
+                    f"CFG runs for the sigmas in (cutoff_sigma, guidance_start_sigma]. Raise guidance_start_sigma, "
+                    f"lower cutoff_sigma, or set guidance_start_sigma to 0 for full CFG from the first step.")
+        return None
+    if start_value >= cutoff_value:
+        what = ("the adaptive mode measures the guidance in full-CFG steps only, and decides from "
+                "step adaptive_min_steps on" if s.cutoff_mode == MODE_ADAPTIVE
+                else "full CFG runs between the two")
+        return (f"{start} ({start_value:g}) must be below {cutoff} ({cutoff_value:g}): {what}. Lower {start} "
+                f"(0: full CFG from the first step) or raise {cutoff}.")
     return None
 
 
@@ -136,6 +201,31 @@ def cutoff_sigma_for(settings, schedule):
         return settings.cutoff_sigma if guided_steps_below(schedule, settings.cutoff_sigma) < total else None
     n = fixed_guided_steps(settings, schedule)
     return schedule[n] if n < total else None
+
+
+def steps_before_start(settings, schedule):
+    """``U``: how many steps run before the guided window (0: none), clamped to the run's steps.
+    For the sigma mode: the steps that start above its start sigma."""
+    total = step_count(schedule)
+    if not settings.has_start:
+        return 0
+    if settings.cutoff_mode == MODE_FRACTION:
+        return steps_for_fraction(total, settings.guidance_start_fraction)
+    if settings.cutoff_mode == MODE_SIGMA:
+        return guided_steps_below(schedule, settings.guidance_start_sigma)
+    return min(int(settings.guidance_start_step), total)
+
+
+def start_sigma_for(settings, schedule):
+    """The noise level at and below which the guided window begins (every evaluation above it
+    runs the branch before the start), or None: guided from the first evaluation. For ``U``
+    steps before the window it is ``schedule[U]`` (``U`` = all steps: the schedule's last
+    sigma, which no evaluation reaches)."""
+    if not settings.has_start:
+        return None
+    if settings.cutoff_mode == MODE_SIGMA:
+        return settings.guidance_start_sigma
+    return schedule[steps_before_start(settings, schedule)] if schedule else None
 
 
 def adaptive_floor_sigma(settings, schedule):
@@ -243,22 +333,41 @@ def sigma_floor_index(evaluations_before, last_reported_step, lookahead=1):
 
 
 TEXT, NO_TEXT, READ = "text", "no text", "read the sigma"
+BEFORE_START = "before the guidance start"
 
 
-def decide(cut_sigma, known, dropped=False, strict=False):
-    """For the next evaluation: ``TEXT`` (both branches), ``NO_TEXT`` (one branch), or ``READ``
-    when only the sigma itself can tell. One branch at sigma <= cut_sigma (``strict``: at
-    sigma < cut_sigma, for the adaptive mode's cut at the sigma it measured)."""
+def at_or_below(boundary, known, strict=False):
+    """Whether the next evaluation's sigma is at or below ``boundary`` (``strict``: below):
+    True, False, or None when only the sigma itself can tell. No boundary: False. A floor can
+    only prove "above"; "at or below" needs the exact sigma."""
+    if boundary is None:
+        return False
+    if known.exact is not None:
+        return known.exact < boundary if strict else known.exact <= boundary
+    if known.floor is not None and (known.floor >= boundary if strict else known.floor > boundary):
+        return False
+    return None
+
+
+def decide(cut_sigma, known, dropped=False, strict=False, start_sigma=None, started=False):
+    """For the next evaluation: ``BEFORE_START`` (one branch, the one before the window),
+    ``TEXT`` (both branches), ``NO_TEXT`` (one branch, the kept one), or ``READ`` when only the
+    sigma itself can tell. The guided window is ``(cut_sigma, start_sigma]``: one branch above
+    ``start_sigma`` (None: no start) until the window has ``started``, and at sigma <= cut_sigma
+    (``strict``: < cut_sigma, for the adaptive mode's cut at the sigma it measured) once reached.
+    Both ends are one-way: a run, once inside the window (or past it), never goes back."""
     if dropped:
         return NO_TEXT
-    if cut_sigma is None:
-        return TEXT
-    if known.exact is not None:
-        below = known.exact < cut_sigma if strict else known.exact <= cut_sigma
-        return NO_TEXT if below else TEXT
-    if known.floor is not None and (known.floor >= cut_sigma if strict else known.floor > cut_sigma):
-        return TEXT
-    return READ
+    if start_sigma is not None and not started:
+        inside = at_or_below(start_sigma, known)
+        if inside is None:
+            return READ
+        if not inside:
+            return BEFORE_START
+    below = at_or_below(cut_sigma, known, strict)
+    if below is None:
+        return READ
+    return NO_TEXT if below else TEXT
 
 
 def measures_guidance(adaptive_floor, known):

@@ -73,3 +73,26 @@ def test_families_are_drawn_with_the_patches_that_apply_to_them():
     assert 0.2 < len(families) / len(cases) < 0.4
     # the families are drawn last: a UNet case keeps the combination its id always had
     assert "sag" in fm.draw_case(fm.DEFAULT_SEED, 40).patches and fm.draw_case(fm.DEFAULT_SEED, 40).architecture == "sdxl"
+
+
+def test_guidance_starts_are_drawn_before_the_cutoff():
+    cases = fm.draw_cases(fm.DEFAULT_SEED, 0, 550)
+    started = [c for c in cases if c.start]
+    assert {c.mode for c in started} == set(fm.MODES)
+    assert {c.start["keep_before_start"] for c in started} == set(fm.KEEPS)
+    for c in started:
+        if "guidance_start_step" in c.start:
+            end = c.cutoff["guided_steps" if c.mode == "guided steps" else "adaptive_min_steps"]
+            assert 0 <= c.start["guidance_start_step"] < end
+        if "guidance_start_fraction" in c.start:
+            assert 0.0 <= c.start["guidance_start_fraction"] < c.cutoff["guided_fraction"]
+    assert any(c.start.get("guidance_start_step", 0) > 0 for c in started)
+    assert any(isinstance(c.start.get("guidance_start_sigma"), tuple) for c in started)
+    # drawn last: the other fields of a case are those of the same case id without starts
+    assert len(cases) - len(started) > 100
+
+
+def test_before_start_is_one_way():
+    assert fm.before_start([10.0, 6.0, 3.0, 7.0, 1.0], 6.0) == [True, False, False, False, False]
+    assert fm.before_start([10.0, 6.0], None) == [False, False]
+    assert fm.before_start([10.0, 9.0], 0.0) == [True, True]

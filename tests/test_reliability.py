@@ -226,26 +226,33 @@ def apply_patches(case, model, positive, negative, control_net):
 def resolve_settings(cs, case, schedule):
     """The case's cutoff inputs as CutoffSettings; a sigma given as ("at", k) becomes the
     schedule's k-th sigma exactly (the "at or below" edge)."""
-    values = dict(case.cutoff)
-    if isinstance(values.get("cutoff_sigma"), tuple):
-        values["cutoff_sigma"] = schedule[min(values["cutoff_sigma"][1], len(schedule) - 1)]
+    values = {**case.cutoff, **case.start}
+    for name in ("cutoff_sigma", "guidance_start_sigma"):
+        if isinstance(values.get(name), tuple) and values[name][0] == "at":
+            values[name] = schedule[min(values[name][1], len(schedule) - 1)]
+    if isinstance(values.get("guidance_start_sigma"), tuple):  # ("above", f): f times the cutoff sigma
+        values["guidance_start_sigma"] = values["cutoff_sigma"] * values["guidance_start_sigma"][1]
+    if values.get("guidance_start_sigma", 0) and values["guidance_start_sigma"] <= values["cutoff_sigma"]:
+        values.pop("guidance_start_sigma")  # (a schedule that repeats a sigma: no start above the cutoff there)
     return cs.CutoffSettings(cutoff_mode=case.mode, keep=case.keep, **values)
 
 
 def expected_guided(cs, settings, schedule, evaluations):
     """Per evaluation, whether it should run both branches (README, "Which evaluations are
-    guided"), and whether an adaptive decision was too close to call."""
+    guided"), and whether an adaptive decision was too close to call; none before the guidance start."""
     sigmas = [e.sigma for e in evaluations]
+    before = fm.before_start(sigmas, cs.start_sigma_for(settings, schedule))
     if settings.cutoff_mode == cs.MODE_ADAPTIVE:
         latest = cs.cutoff_sigma_for(settings, schedule)
         floor = cs.adaptive_floor_sigma(settings, schedule)
-        return fm.adaptive_branches([e.relative for e in evaluations], sigmas, floor, latest,
-                                    settings.adaptive_threshold)
+        guided, ambiguous = fm.adaptive_branches([e.relative for e in evaluations], sigmas, floor, latest,
+                                                 settings.adaptive_threshold)
+        return [g and not b for g, b in zip(guided, before)], ambiguous
     cut = cs.cutoff_sigma_for(settings, schedule)
     guided, dropped = [], False
-    for sigma in sigmas:
+    for sigma, early in zip(sigmas, before):
         dropped = dropped or (cut is not None and sigma <= cut)
-        guided.append(not dropped)
+        guided.append(not dropped and not early)
     return guided, False
 
 
@@ -309,7 +316,13 @@ def refused_or_failing_as_stock(case, cs, settings, stock, patched_model, patch)
     cut = cs.cutoff_sigma_for(settings, schedule)
     no_guided_step = (cut is not None and cut >= schedule[0]) or (
         case.mode == cs.MODE_ADAPTIVE and case.cutoff["adaptive_min_steps"] == 0)
-    if "sag" in case.patches and case.keep == "cond" and no_guided_step:
+    start = cs.start_sigma_for(settings, schedule)
+    if "sag" in case.patches and start is not None and schedule[0] > start and settings.keep_before_start == "cond":
+        # the same for keep_before_start=cond: the first evaluations never run the unconditional branch
+        with pytest.raises(ValueError, match="keep_before_start 'cond' with a guidance start"):
+            stock.sample(patched_model)
+        return True
+    if "sag" in case.patches and case.keep == "cond" and no_guided_step and (start is None or schedule[0] <= start):
         # SAG reads the unconditional branch, which keep=cond without a guided step never runs:
         # refused up front (README) instead of SAG failing deep inside ComfyUI
         with pytest.raises(ValueError, match="keep 'cond' with no guided step"):
@@ -329,9 +342,9 @@ def refused_or_failing_as_stock(case, cs, settings, stock, patched_model, patch)
 def check_evaluations(case, cs, settings, stock, evals, summary):
     """Which evaluations ran both branches, and that each ran exactly the UNet calls it should."""
     where, schedule, stock_evals = case.describe(), stock.schedule, stock.evaluations
-    kept = settings.kept_branch
     walks = case.sampler not in fm.OFF_SCHEDULE_SAMPLERS
     guided, ambiguous = expected_guided(cs, settings, schedule, evals)
+    before = fm.before_start([e.sigma for e in evals], cs.start_sigma_for(settings, schedule))
     if walks:
         # these samplers evaluate at sigmas fixed by the schedule, whatever the latent
         assert [e.sigma for e in evals] == [e.sigma for e in stock_evals], f"{where}: evaluation sigmas differ"
@@ -345,6 +358,7 @@ def check_evaluations(case, cs, settings, stock, evals, summary):
             if walks:
                 assert evaluation.calls == stock_evals[i].calls, f"{where}: evaluation {i}: UNet calls differ"
         else:
+            kept = settings.branch_before_start if before[i] else settings.kept_branch
             assert evaluation.branches == tuple(b == kept for b in (0, 1)), f"{where}: evaluation {i}"
             assert all(set(branches) == {kept} for _, branches, _ in evaluation.calls), \
                 f"{where}: evaluation {i} ran {evaluation.calls}, only branch {kept} expected"
@@ -409,6 +423,9 @@ def run_case(case, models, conds, controlnets, cutoff, cs):
         # the cutoff at or past the last step (or never reached): the stock sampler, bit for bit
         assert torch.equal(out, stock.output), f"{where}: no evaluation dropped a branch, yet the result differs"
         assert "text kept for all" in summary, f"{where}: {summary}"
+    elif run_state.before_start_evaluations:
+        first = "text unguided" if settings.keep_before_start == "cond" else "no text"
+        assert summary.startswith(f"ShapeFirst guidance cutoff: {first} for step"), f"{where}: {summary}"
     else:
         assert "text dropped after step" in summary, f"{where}: {summary}"
 

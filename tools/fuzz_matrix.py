@@ -67,6 +67,7 @@ class Case:
     cutoff: dict = field(hash=False)  # inputs of the cutoff node for this mode
     patches: dict = field(hash=False)  # patch name -> its node inputs
     noise_seed: int = 0
+    start: dict = field(hash=False, default_factory=dict)  # the guidance start's inputs ({}: none)
 
     @property
     def case_id(self):
@@ -78,8 +79,8 @@ class Case:
         patches = ",".join(f"{k}{v}" if v else k for k, v in sorted(self.patches.items())) or "none"
         return (f"[{self.case_id}: SHAPEFIRST_FUZZ_SEED={self.seed} case {self.index}] {self.architecture} "
                 f"{self.sampler}/{self.scheduler} steps={self.steps} denoise={self.denoise} batch={self.batch} "
-                f"cfg={self.cfg} mode={self.mode!r} {self.cutoff} keep={self.keep} patches={patches} "
-                f"noise_seed={self.noise_seed}")
+                f"cfg={self.cfg} mode={self.mode!r} {self.cutoff} keep={self.keep} start={self.start or 'none'} "
+                f"patches={patches} noise_seed={self.noise_seed}")
 
 
 def _rounded(rng, low, high, digits=2):
@@ -99,6 +100,31 @@ def _cutoff_inputs(rng, mode, steps):
     low = rng.randint(0, steps)
     return {"adaptive_threshold": rng.choice([0.0, 10.0, _rounded(rng, 0.05, 2.0, 3)]),
             "adaptive_min_steps": low, "adaptive_max_steps": rng.randint(low, steps + 2)}
+
+
+def _start_inputs(rng, mode, cutoff):
+    """The guidance start for half of the cases, always before the mode's cutoff (refusing the
+    others is the validation's test): steps and fractions below the cutoff's, edges included
+    (0, one before it); for the sigma mode ("above", f): f times the cutoff sigma once it is
+    resolved, and ("at", k) for the schedule's k-th sigma above an ("at", j) cutoff."""
+    if rng.random() < 0.5:
+        return {}
+    keep = {"keep_before_start": rng.choice(KEEPS)}
+    if mode in (cs.MODE_STEPS, cs.MODE_ADAPTIVE):
+        end = cutoff["guided_steps" if mode == cs.MODE_STEPS else "adaptive_min_steps"]
+        if end < 1:
+            return {}
+        return {"guidance_start_step": rng.choice([0, min(1, end - 1), end - 1, rng.randint(0, end - 1)]), **keep}
+    if mode == cs.MODE_FRACTION:
+        end = cutoff["guided_fraction"]
+        if end <= 0.0:
+            return {}
+        return {"guidance_start_fraction": rng.choice([0.0, round(end / 2, 2), _rounded(rng, 0.0, end - 0.01)]), **keep}
+    end = cutoff["cutoff_sigma"]
+    choices = [("above", _rounded(rng, 1.1, 30.0)), 1000.0]
+    if isinstance(end, tuple) and end[1] > 0:
+        choices.append(("at", rng.randint(0, end[1] - 1)))
+    return {"guidance_start_sigma": rng.choice(choices), **keep}
 
 
 def _patch_inputs(rng, name):
@@ -166,7 +192,8 @@ def draw_case(seed, index):
         sampler = case.sampler if case.sampler in FAMILY_SAMPLERS else rng.choice(FAMILY_SAMPLERS)
         case = replace(case, architecture=architecture, sampler=sampler,
                        patches={name: p for name, p in case.patches.items() if name in FAMILY_PATCHES})
-    return case
+    # drawn last, so every other field of a case id stays what it was before the start existed
+    return replace(case, start=_start_inputs(rng, mode, case.cutoff))
 
 
 def draw_cases(seed, start, count):
@@ -186,6 +213,17 @@ def restrict_calls(calls, branch):
         if count:
             kept.append((batch // len(branches) * count, (branch,) * count, spatial))
     return sorted(kept)
+
+
+def before_start(sigmas, start_sigma):
+    """Per evaluation (at ``sigmas``, in run order), whether it comes before the guidance start
+    (README: one branch above the start sigma, until the first evaluation at or below it;
+    ``start_sigma`` None: none does)."""
+    before, started = [], start_sigma is None
+    for sigma in sigmas:
+        started = started or sigma <= start_sigma
+        before.append(not started)
+    return before
 
 
 def adaptive_branches(measured, sigmas, floor_sigma, latest_sigma, threshold, margin=1e-5):

@@ -80,14 +80,28 @@ function panelRange(panel, points) {
 // first one-branch step that follows a two-branch step (live).
 function cutoffOf(data) {
   if (data.cutoff) return data.cutoff;
-  const points = data.points;
+  return switchOf(data.points, 2, 1, "one branch");
+}
+
+// Where full CFG began after one-branch steps (the cutoff's guidance start), the same way.
+function guidanceStartOf(data) {
+  if (data.guidance_start) return data.guidance_start;
+  return switchOf(data.points, 1, 2, "full CFG");
+}
+
+function switchOf(points, from, to, what) {
   for (let i = 1; i < points.length; i++) {
-    if (points[i].branches === 1 && points[i - 1].branches === 2) {
+    if (points[i].branches === to && points[i - 1].branches === from) {
       const after = points[i].step - 1;
-      return { after_step: after, label: `one branch after step ${after}` };
+      return { after_step: after, label: `${what} after step ${after}` };
     }
   }
   return null;
+}
+
+// The dashed lines, in step order (report.py's markers()).
+function markersOf(data) {
+  return [guidanceStartOf(data), cutoffOf(data)].filter((marker) => marker);
 }
 
 class FrequencyChart {
@@ -125,7 +139,7 @@ class FrequencyChart {
   }
 
   start(spec) {
-    this.data = { ...spec, points: [], cutoff: null };
+    this.data = { ...spec, points: [], cutoff: null, guidance_start: null };
     this.setState("live");
     this.draw();
   }
@@ -198,12 +212,12 @@ class FrequencyChart {
     ctx.font = "bold 12px sans-serif";
     ctx.fillText(this.data.title ?? "", plotLeft, 15);
     ctx.font = "11px sans-serif";
-    const cutoff = cutoffOf(this.data);
+    const markers = markersOf(this.data);
     let top = MARGIN.top + MARGIN.panelTitle;
     for (const panel of panels) {
       this.drawPanel(ctx, panel, points, top, panelHeight, xAt, plotLeft, plotRight);
-      if (cutoff) {
-        const x = Math.round(xAt(cutoff.after_step + 0.5)) + 0.5;
+      for (const marker of markers) {
+        const x = Math.round(xAt(marker.after_step + 0.5)) + 0.5;
         ctx.save();
         ctx.strokeStyle = CUTOFF;
         ctx.setLineDash([4, 4]);
@@ -216,12 +230,13 @@ class FrequencyChart {
       }
       top += panelHeight + MARGIN.panelTitle + MARGIN.gap;
     }
-    if (cutoff) {
+    markers.forEach((marker, index) => {
       ctx.fillStyle = CUTOFF;
-      const label = cutoff.label;
-      const x = Math.min(xAt(cutoff.after_step + 0.5) + 4, plotRight - ctx.measureText(label).width);
-      ctx.fillText(label, Math.max(plotLeft, x), MARGIN.top + MARGIN.panelTitle + 12);
-    }
+      const label = marker.label;
+      const x = Math.min(xAt(marker.after_step + 0.5) + 4, plotRight - ctx.measureText(label).width);
+      // one line per marker, so the two labels never overlap
+      ctx.fillText(label, Math.max(plotLeft, x), MARGIN.top + MARGIN.panelTitle + 12 + 13 * index);
+    });
     this.drawStrip(ctx, points, stripTop, xAt, plotLeft, plotRight);
     if (this.hoverStep !== null) {
       const x = Math.round(xAt(this.hoverStep)) + 0.5;

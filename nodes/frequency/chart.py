@@ -103,12 +103,12 @@ def render_chart(data):
     def x_at(step):
         return _LEFT + (step - x_min) / (x_max - x_min) * plot_w
 
-    cutoff = data.get("cutoff")
+    markers = fr.markers(data)
     top = _TOP_TITLE
     for panel in panels:
         _draw_panel(draw, panel, points, top, x_at, font, small)
-        if cutoff is not None:
-            x = x_at(cutoff["after_step"] + 0.5)  # between the last guided step and the next
+        for marker in markers:
+            x = x_at(marker["after_step"] + 0.5)  # between the marked step and the next
             for y in range(top, top + PANEL_HEIGHT, 8):
                 draw.line([(x, y), (x, min(y + 4, top + PANEL_HEIGHT))], fill=_CUTOFF, width=2)
         top += PANEL_HEIGHT + _GAP
@@ -123,8 +123,8 @@ def render_chart(data):
     caption = data.get("x_label", "step")
     if data.get("kind") == fr.KIND_TRACE:
         caption += " (strip: yellow = both branches evaluated, cyan = one branch)"
-    if cutoff is not None:
-        caption += f"; dashed: {cutoff['label']}"
+    if markers:
+        caption += f"; dashed: {', '.join(m['label'] for m in markers)}"
     draw.text((_LEFT, strip_top + _STRIP_HEIGHT + 20), caption, fill=_FG, font=font)
     return image
 

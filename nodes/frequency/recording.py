@@ -271,11 +271,19 @@ class TraceRecorder:
             return None
         return fr.cutoff_marker(run.guided_steps(), total_steps, run.settings.keep, run.drop_sigma)
 
+    def guidance_start_marker(self, total_steps):
+        run = self.cutoff_run
+        if run is None or not run.before_start_evaluations:
+            return None
+        return fr.guidance_start_marker(run.steps_before_start(), total_steps, run.settings.keep_before_start,
+                                        run.start_sigma)
+
     def payload(self, title, latent_shape):
         """The recorded run as a ``frequency_report`` payload."""
         total = self.total_steps
         return fr.payload(
             fr.KIND_TRACE, title, self.points, self.cutoff_radius, total, self.cutoff_marker(total),
+            guidance_start=self.guidance_start_marker(total),
             parameterization=parameterization(self.model_sampling),
             latent_shape=list(latent_shape), sigmas=[fr.clean(s) for s in self.sigmas])
 

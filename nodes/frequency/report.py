@@ -7,6 +7,8 @@ A payload is ``{"kind", "title", "panels", "points", "cutoff", ...}``:
   with ``step`` and ``sigma`` and the values named by the panels' series keys.
 - ``panels``: what to draw: a title, a log or linear y axis and series (key, label, colour).
 - ``cutoff``: where ShapeFirstGuidanceCutoff switched to one branch, or None.
+- ``guidance_start`` (traces): where full CFG began after one-branch steps (the cutoff's
+  guidance start), or None. Both are drawn as dashed lines after their ``after_step``.
 """
 import json
 import math
@@ -111,10 +113,24 @@ def latent_label(shape):
     return f"{shape[1]}-channel latent" if len(shape) >= 2 else "latent"
 
 
-def payload(kind, title, points, cutoff_radius, total_steps, cutoff=None, **extra):
+def guidance_start_marker(steps_before, total_steps, keep_before, sigma):
+    """Where full CFG began after ``steps_before`` one-branch steps (``keep_before``, at and
+    below ``sigma``); None without such steps or when the window was never reached."""
+    if not steps_before or steps_before >= total_steps:
+        return None
+    return {"after_step": int(steps_before), "keep": keep_before, "sigma": clean(sigma),
+            "label": f"full CFG after step {steps_before}"}
+
+
+def markers(data):
+    """The dashed lines of a payload, in step order: the guidance start, the cutoff."""
+    return [m for m in (data.get("guidance_start"), data.get("cutoff")) if m is not None]
+
+
+def payload(kind, title, points, cutoff_radius, total_steps, cutoff=None, guidance_start=None, **extra):
     data = {"kind": kind, "title": title, "panels": panels(kind), "points": list(points),
             "cutoff_radius": clean(cutoff_radius), "total_steps": int(total_steps), "cutoff": cutoff,
-            "x_label": X_LABELS[kind]}
+            "guidance_start": guidance_start, "x_label": X_LABELS[kind]}
     data.update(extra)
     return data
 

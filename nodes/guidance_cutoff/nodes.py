@@ -62,8 +62,9 @@ WIDGETS = {
     "guidance_start_sigma": lambda default: io.Float.Input(
         "guidance_start_sigma", default=default, min=0.0, max=10000.0, step=0.01, round=0.0001, optional=True,
         tooltip=(
-            "Mode 'sigma': full CFG only for sigmas at or below this (and above cutoff_sigma): the interval "
-            "paper's sigma_hi, e.g. 5.42 for SDXL. Evaluations above it run one branch (keep_before_start). "
+            "Mode 'sigma': full CFG only for sigmas at or below this (and above cutoff_sigma): the upper end "
+            "sigma_hi of the interval paper's (sigma_lo, sigma_hi]. Evaluations above it run one branch "
+            "(keep_before_start). "
             "0: no start, full CFG from the first step. Must be above cutoff_sigma.")),
     "keep_before_start": lambda default: io.Combo.Input(
         "keep_before_start", options=list(cs.KEEP_BEFORE_CHOICES), default=default, optional=True, tooltip=(

@@ -33,6 +33,21 @@ def test_summary_uses_the_first_row_as_time_base():
     assert "| cutoff a=10 | 10 | 1.500 | 25.0% | 25.0% | 0.2000 | — |" in table
 
 
+def test_window_variants_are_checked_against_every_a():
+    assert pt.check_window(0.0, "0.3, 0.9") is None  # no window variants
+    assert pt.check_window(0.2, "0.3, 0.5, 0.7") is None
+    message = pt.check_window(0.35, "0.3, 0.5, 0.7")
+    assert "window_start_fraction (0.35) must be below 1 - a" in message and "below 0.3)" in message
+    assert "window_start_fraction must be a number" in pt.check_window(float("nan"), "0.5")
+    assert "window_start_fraction must be a number" in pt.check_window(1.0, "0.5")
+    assert pt.window_steps(20, 0.15, 8) == 3
+    with pytest.raises(ValueError, match="window_start_fraction .* is 2 of 4 steps, not below the 2 guided steps"):
+        pt.window_steps(4, 0.49, 2)
+    window = pt.Row("window u=3 a=8", 8, [1.0], [0.275], steps_before_start=3)
+    rows = pt.summarize([pt.Row("full CFG", 0, [2.0], [0.0]), window], 20)
+    assert (rows[1]["steps_before_start"], rows[1]["guided_steps"], rows[1]["a"]) == (3, 9, 8)
+
+
 @pytest.mark.host
 def test_node_reproduces_the_table_on_a_tiny_model(pack, tiny):
     node = pack["nodes.evaluation.nodes"].ShapeFirstPaperTable
@@ -54,3 +69,22 @@ def test_node_reproduces_the_table_on_a_tiny_model(pack, tiny):
     assert rows[3]["unet_work_saved_percent"] == pytest.approx(50.0)
     assert math.isfinite(rows[3]["PSNR"]) and "| cutoff a=2 | 2 |" in table
     assert out.ui["text"][0].endswith(table)
+
+
+@pytest.mark.host
+def test_node_runs_a_window_variant_beside_each_cutoff(pack, tiny):
+    node = pack["nodes.evaluation.nodes"].ShapeFirstPaperTable
+    model, clip, vae = tiny.tiny_model("sd15", 4), tiny.tiny_clip("sd15", 4), tiny.tiny_vae(4)
+    assert "window_start_fraction" in node.validate_inputs("a cat", "0.5", 0.5)
+    assert node.validate_inputs("a cat", "0.5", 0.25) is True
+    with torch.inference_mode():
+        out = node.execute(model, clip, vae, "a red cube", "", 7, 4, 7.5, "euler", "normal", 64, 64,
+                           "0.5", "uncond", 1, None, window_start_fraction=0.25)
+    images, table, report = out.result
+    assert images.shape == (3, 64, 64, 3)  # full CFG, cutoff a=2, window u=1 a=2
+    rows = json.loads(report)["rows"]
+    assert [(r["variant"], r["a"], r["steps_before_start"], r["guided_steps"]) for r in rows] == [
+        ("full CFG", 0, 0, 4), ("cutoff a=2", 2, 0, 2), ("window u=1 a=2", 2, 1, 1)]
+    # u = 1 and a = 2 of 4 steps: three single-branch evaluations of eight
+    assert rows[2]["unet_work_saved_percent"] == pytest.approx(37.5)
+    assert not torch.equal(images[1], images[2]) and "| window u=1 a=2 | 2 |" in table

@@ -106,7 +106,7 @@ def _start_inputs(rng, mode, cutoff):
     """The guidance start for half of the cases, always before the mode's cutoff (refusing the
     others is the validation's test): steps and fractions below the cutoff's, edges included
     (0, one before it); for the sigma mode ("above", f): f times the cutoff sigma once it is
-    resolved, and ("at", k) for the schedule's k-th sigma above an ("at", j) cutoff."""
+    resolved, and ("at", k) for the schedule's k-th sigma (above an ("at", j) cutoff: k < j)."""
     if rng.random() < 0.5:
         return {}
     keep = {"keep_before_start": rng.choice(KEEPS)}
@@ -121,9 +121,9 @@ def _start_inputs(rng, mode, cutoff):
             return {}
         return {"guidance_start_fraction": rng.choice([0.0, round(end / 2, 2), _rounded(rng, 0.0, end - 0.01)]), **keep}
     end = cutoff["cutoff_sigma"]
-    choices = [("above", _rounded(rng, 1.1, 30.0)), 1000.0]
-    if isinstance(end, tuple) and end[1] > 0:
-        choices.append(("at", rng.randint(0, end[1] - 1)))
+    # (a start at or below the cutoff once resolved is left out by the test: README's refusal)
+    at = ("at", rng.randint(0, end[1] - 1) if isinstance(end, tuple) and end[1] > 0 else rng.randint(0, 2))
+    choices = [at, 1000.0] + ([("above", _rounded(rng, 1.1, 30.0))] if end else [])
     return {"guidance_start_sigma": rng.choice(choices), **keep}
 
 

@@ -15,7 +15,7 @@ from ..guidance_cutoff import patch as cutoff_patch
 from ..guidance_cutoff import schedule as cs
 from . import metrics as image_metrics
 from . import paper_table
-from ..validation import verdict
+from ..validation import require, verdict
 
 DEFAULT_PROMPTS = "\n".join([
     "a photograph of an astronaut riding a horse",
@@ -76,26 +76,34 @@ class ShapeFirstPaperTable(io.ComfyNode):
                              tooltip="Timed runs of every prompt and variant; times are medians."),
                 io.ClipVision.Input("clip_vision", optional=True,
                                     tooltip="Optional CLIP vision model for the Image-CLIPScore."),
+                io.Float.Input("window_start_fraction", default=0.0, min=0.0, max=0.99, step=0.01, optional=True,
+                               tooltip=(
+                    "Beside each cutoff, a guidance window variant (limited-interval guidance): this share of "
+                    "the steps first runs the conditional branch alone, then full CFG until the cutoff. "
+                    "0 (default): no window variants. Must be below 1 - a for every a.")),
             ],
             outputs=[
                 io.Image.Output(display_name="images", tooltip=(
-                    "Every decoded image: per prompt, full CFG first, then each a in the given order.")),
+                    "Every decoded image: per prompt, full CFG first, then each a in the given order (its "
+                    "window variant right after it, when there is one).")),
                 io.String.Output(display_name="table", tooltip="The table as Markdown."),
                 io.String.Output(display_name="json", tooltip="The table and every measurement as JSON."),
             ],
         )
 
     @classmethod
-    def validate_inputs(cls, prompts, text_free_fractions):
-        return verdict(paper_table.check_prompts(prompts), paper_table.check_fractions(text_free_fractions))
+    def validate_inputs(cls, prompts, text_free_fractions, window_start_fraction=0.0):
+        return verdict(paper_table.check_prompts(prompts), paper_table.check_fractions(text_free_fractions),
+                       paper_table.check_window(window_start_fraction, text_free_fractions))
 
     @classmethod
     def execute(cls, model, clip, vae, prompts, negative, seed, steps, cfg, sampler_name, scheduler, width, height,
-                text_free_fractions, keep, repeats, clip_vision=None) -> io.NodeOutput:
+                text_free_fractions, keep, repeats, clip_vision=None, window_start_fraction=0.0) -> io.NodeOutput:
         prompt_list = paper_table.parse_prompts(prompts)
+        require(paper_table.check_window(window_start_fraction, text_free_fractions))
         run = TableRun(model, vae, [_encode(clip, p) for p in prompt_list], _encode(clip, negative), seed, steps,
                        cfg, sampler_name, scheduler, _empty_latent(model, width, height))
-        run.add_cutoffs(paper_table.parse_fractions(text_free_fractions), keep)
+        run.add_cutoffs(paper_table.parse_fractions(text_free_fractions), keep, window_start_fraction)
         run.time_all(repeats)
         run.score(clip_vision_embedder(clip_vision))
 
@@ -106,7 +114,8 @@ class ShapeFirstPaperTable(io.ComfyNode):
         text = header + "\n\n" + paper_table.markdown(summary, metric_names)
         report = json.dumps({"settings": {"prompts": prompt_list, "steps": steps, "cfg": cfg, "sampler": sampler_name,
                                           "scheduler": scheduler, "width": width, "height": height, "keep": keep,
-                                          "repeats": repeats, "seed": seed},
+                                          "repeats": repeats, "seed": seed,
+                                          "window_start_fraction": window_start_fraction},
                              "rows": summary,
                              "measurements": [row.__dict__ for row in run.rows]}, indent=2, default=str)
         images = run.images()
@@ -128,15 +137,22 @@ class TableRun:
         self.finished = {}  # variant -> its latest cutoff run, from the cutoff's report
         self.decoded = []  # per prompt, per variant: the images of its first timed run
 
-    def add_cutoffs(self, fractions, keep):
+    def add_cutoffs(self, fractions, keep, window_start_fraction=0.0):
+        """One cutoff variant per ``a``; with a window start, its window variant after it."""
         for fraction in fractions:
             a = cs.steps_for_fraction(self.steps, fraction)
-            variant = len(self.models)
-            self.rows.append(paper_table.Row(f"cutoff a={a}", a))
-            patched, _ = cutoff_patch.apply_cutoff(
-                self.models[0], cs.CutoffSettings(guided_steps=self.steps - a, keep=keep),
-                report=lambda _, run, v=variant: self.finished.update({v: run}))
-            self.models.append(patched)
+            self._add_variant(paper_table.Row(f"cutoff a={a}", a), cs.CutoffSettings(guided_steps=self.steps - a, keep=keep))
+            if window_start_fraction:
+                u = paper_table.window_steps(self.steps, window_start_fraction, a)
+                self._add_variant(paper_table.Row(f"window u={u} a={a}", a, steps_before_start=u),
+                                  cs.CutoffSettings(guided_steps=self.steps - a, keep=keep, guidance_start_step=u))
+
+    def _add_variant(self, row, settings):
+        variant = len(self.models)
+        self.rows.append(row)
+        patched, _ = cutoff_patch.apply_cutoff(self.models[0], settings,
+                                               report=lambda _, run, v=variant: self.finished.update({v: run}))
+        self.models.append(patched)
 
     def _sample(self, variant, positive):
         """One timed run: (samples, seconds, share of UNet branch evaluations saved)."""

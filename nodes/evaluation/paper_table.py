@@ -1,12 +1,14 @@
 """The paper's acceleration table on the user's own checkpoint: rows and their text.
 
 A run compares, per prompt and seed, full CFG with the guidance cutoff at several ``a``
-(final steps without text). Times are medians over prompts and repeats; similarity metrics
+(final steps without text), and optionally with a guidance window for each ``a`` (the first
+steps unguided too, ``u`` of them). Times are medians over prompts and repeats; similarity metrics
 are means against the full-CFG image of the same prompt and seed.
 """
 import statistics
 from dataclasses import dataclass, field
 
+from ..guidance_cutoff.schedule import steps_for_fraction
 from ..validation import require
 from .metrics import mean_finite
 
@@ -50,14 +52,42 @@ def parse_fractions(text):
     return _fractions(text)
 
 
+def check_window(start_fraction, fractions_text):
+    """The window variants' start: a share of the steps before full CFG, below every cutoff's
+    guided share ``1 - a`` (0: no window variants)."""
+    if isinstance(start_fraction, bool) or not isinstance(start_fraction, (int, float)) or not (
+            0.0 <= start_fraction < 1.0):
+        return (f"window_start_fraction must be a number from 0 (no window variants) to below 1; "
+                f"got {start_fraction!r}.")
+    values = _fractions(fractions_text) or []
+    if start_fraction and values and start_fraction >= 1.0 - max(values):
+        return (f"window_start_fraction ({start_fraction:g}) must be below 1 - a for every a of text_free_fractions "
+                f"(the largest a is {max(values):g}: below {1.0 - max(values):g}), so that full CFG runs between the "
+                f"start and the cutoff; lower it, remove the large a, or set it to 0 for no window variants.")
+    return None
+
+
+def window_steps(steps, start_fraction, text_free_steps):
+    """``u``, the steps before full CFG of a window variant of ``steps`` with ``a`` text-free
+    steps (``schedule.steps_for_fraction``'s rounding); ValueError naming the input when the
+    rounding leaves no full-CFG step."""
+    unguided = steps_for_fraction(steps, start_fraction)
+    require(None if unguided < steps - text_free_steps else (
+        f"window_start_fraction ({start_fraction:g}) is {unguided} of {steps} steps, not below the "
+        f"{steps - text_free_steps} guided steps of a = {text_free_steps}: lower it or use more steps."))
+    return unguided
+
+
 @dataclass
 class Row:
-    """One variant: full CFG (``a`` = 0 and no cutoff) or the cutoff at ``a`` steps."""
+    """One variant: full CFG (``a`` = 0 and no cutoff), the cutoff at ``a`` steps, or a window
+    (``steps_before_start`` = ``u`` first steps unguided, then full CFG, then ``a`` without text)."""
     label: str
     text_free_steps: int
     seconds: list = field(default_factory=list)
     saved_branch_share: list = field(default_factory=list)
     metrics: dict = field(default_factory=dict)  # name -> list of values, one per image pair
+    steps_before_start: int = 0
 
     def add_metrics(self, values):
         for name, vals in values.items():
@@ -73,7 +103,8 @@ def summarize(rows, steps):
         out.append({
             "variant": row.label,
             "a": row.text_free_steps,
-            "guided_steps": steps - row.text_free_steps,
+            "steps_before_start": row.steps_before_start,
+            "guided_steps": steps - row.text_free_steps - row.steps_before_start,
             "median_seconds": seconds,
             "time_saved_percent": 100.0 * (1.0 - seconds / base) if base > 0 else 0.0,
             "unet_work_saved_percent": 100.0 * (mean_finite(row.saved_branch_share, None) or 0.0),

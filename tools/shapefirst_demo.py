@@ -8,8 +8,9 @@ Starts ComfyUI (found through --comfyui, $COMFYUI_PATH, the ComfyUI this pack si
 an importable `comfy`; with none of those, ComfyUI from the registry is set up once in a
 cache folder, see tools/registry_host.py) on 127.0.0.1 with this pack loaded,
 runs the example once to save its images, then times the full-CFG sampler and the cutoff
-sampler alternately (after a warm-up of each) and prints where the text was dropped, the
-UNet evaluations saved and the median times. Images (named after the node that made them)
+sampler alternately (after a warm-up of each; a sampler fed by a cutoff with a guidance start,
+as in sd15_guidance_window, is timed beside them as the "window" variant) and prints where
+the text was dropped, the UNet evaluations saved and the median times. Images (named after the node that made them)
 and a report go to --output-dir.
 """
 import argparse
@@ -25,6 +26,7 @@ import pack_loader  # beside this script (Python puts a script's folder first on
 pack_loader.load_pack()
 REPO = pack_loader.REPO
 
+from shapefirst.nodes.guidance_cutoff import schedule as cs  # noqa: E402
 from shapefirst.tools import headless, registry_host, workflow_graph as wg  # noqa: E402
 
 DEFAULT_WORKFLOW = REPO / "example_workflows" / "sd15_cutoff_vs_full_cfg.api.json"
@@ -55,13 +57,26 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def has_guidance_start(node):
+    """Whether a Guidance Cutoff node's inputs set a guidance start (a window) for its mode."""
+    inputs = node["inputs"]
+    return bool(inputs.get(cs.START_INPUT.get(inputs.get("cutoff_mode", cs.MODE_STEPS), "guidance_start_step"), 0))
+
+
 def find_samplers(prompt):
-    """(cutoff sampler id, full-CFG sampler id), or None when the workflow has no such pair."""
+    """The samplers to time: {"full CFG": id, "cutoff": id, "window": id} (the last two where
+    the workflow has a sampler fed by a Guidance Cutoff without / with a guidance start), or
+    None when it has no full-CFG sampler beside one of them."""
     cutoff_nodes = headless.nodes_of_type(prompt, "ShapeFirstGuidanceCutoff")
     samplers = [i for i, n in prompt.items() if n["class_type"] in ("KSampler", "KSamplerAdvanced")]
-    with_cutoff = [i for i in samplers if str(prompt[i]["inputs"]["model"][0]) in cutoff_nodes]
-    without = [i for i in samplers if i not in with_cutoff]
-    return (with_cutoff[0], without[0]) if with_cutoff and without else None
+    feeder = {i: str(prompt[i]["inputs"]["model"][0]) for i in samplers}
+    without = [i for i in samplers if feeder[i] not in cutoff_nodes]
+    fed = [i for i in samplers if feeder[i] in cutoff_nodes]
+    variants = {"cutoff": [i for i in fed if not has_guidance_start(prompt[feeder[i]])],
+                "window": [i for i in fed if has_guidance_start(prompt[feeder[i]])]}
+    if not without or not fed:
+        return None
+    return {"full CFG": without[0], **{name: ids[0] for name, ids in variants.items() if ids}}
 
 
 def workflow_path(name):
@@ -100,7 +115,7 @@ def main(argv=None):
     if not (comfyui / "main.py").is_file():
         raise SystemExit(f"--comfyui {comfyui}: no ComfyUI there (no main.py); pass the folder that holds main.py")
     prompt = prepare(args)
-    pair = find_samplers(prompt)
+    variants = find_samplers(prompt)
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_previous_images(out_dir)
@@ -113,10 +128,13 @@ def main(argv=None):
         summaries = SUMMARY_PATTERN.findall(server.log_text())
         texts = [t for out in entry.get("outputs", {}).values() for t in out.get("text", [])]
         times = {"whole workflow": [seconds]}
-        if pair is not None:
-            times = time_variants(server, prompt, {"full CFG": pair[1], "cutoff": pair[0]}, args.repeats)
+        if variants is not None:
+            times = time_variants(server, prompt, variants, args.repeats)
 
-    metrics = compare_images(images, pair) if pair is not None else None
+    metrics = None
+    if variants is not None:
+        metrics = {name: compare_images(images, (sampler, variants["full CFG"]))
+                   for name, sampler in variants.items() if name != "full CFG"}
     report = build_report(args, model, summaries, times, images, metrics, texts)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     (out_dir / "report.md").write_text(report_markdown(report))
@@ -214,11 +232,13 @@ def build_report(args, model, summaries, times, images, metrics=None, texts=()):
         "images": images,
         "node_text": list(texts),
     }
-    if "cutoff" in times:
-        full, cut = report["median_seconds"]["full CFG"], report["median_seconds"]["cutoff"]
-        report["runs_per_variant"] = args.repeats
-        report["time_saved_percent"] = 100.0 * (1.0 - cut / full)
-        report["cutoff_vs_full_cfg"] = metrics
+    for name in ("cutoff", "window"):  # (keys of the cutoff alone as before the window existed)
+        if name in times:
+            full, cut = report["median_seconds"]["full CFG"], report["median_seconds"][name]
+            report["runs_per_variant"] = args.repeats
+            prefix = "" if name == "cutoff" else "window_"
+            report[f"{prefix}time_saved_percent"] = 100.0 * (1.0 - cut / full)
+            report[f"{name}_vs_full_cfg"] = (metrics or {}).get(name)
     return report
 
 
@@ -227,13 +247,18 @@ def report_markdown(report):
              f"- workflow: {report['workflow']}; model: {report['model']}; device: {report['device']}"]
     lines += [f"- {summary}" for summary in report["cutoff"]]
     t = report["median_seconds"]
-    if "time_saved_percent" in report:
+    timed = [(name, prefix) for name, prefix in (("cutoff", ""), ("window", "window_"))
+             if f"{prefix}time_saved_percent" in report]
+    if timed:
+        each = ", ".join(f"{name} {t[name]:.3f} s ({report[prefix + 'time_saved_percent']:.1f}% time saved)"
+                         for name, prefix in timed)
         lines.append(f"- median wall time of the sampler (queue to result, {report['runs_per_variant']} runs each, "
-                     f"interleaved, after a warm-up): full CFG {t['full CFG']:.3f} s, cutoff {t['cutoff']:.3f} s "
-                     f"({report['time_saved_percent']:.1f}% time saved)")
-        if report["cutoff_vs_full_cfg"]:
-            m = report["cutoff_vs_full_cfg"]
-            lines.append(f"- cutoff image vs full-CFG image: L1 {m['L1']:.4f}, PSNR {m['PSNR']:.2f} dB, SSIM {m['SSIM']:.4f}")
+                     f"interleaved, after a warm-up): full CFG {t['full CFG']:.3f} s, {each}")
+        for name, _ in timed:
+            m = report[f"{name}_vs_full_cfg"]
+            if m:
+                lines.append(f"- {name} image vs full-CFG image: L1 {m['L1']:.4f}, PSNR {m['PSNR']:.2f} dB, "
+                             f"SSIM {m['SSIM']:.4f}")
     else:
         lines.append(f"- wall time of the whole workflow: {t['whole workflow']:.3f} s")
     lines.append("- images, named after the node that made them:")

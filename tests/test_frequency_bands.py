@@ -139,6 +139,20 @@ def test_no_cutoff_marker_when_the_text_was_kept():
     assert fr.cutoff_marker(3, 10, "cond", 1.0)["label"] == "only the cond branch after step 3"
 
 
+def test_guidance_start_marker_and_both_dashed_lines():
+    assert fr.guidance_start_marker(0, 10, "cond", None) is None
+    assert fr.guidance_start_marker(10, 10, "cond", 0.0) is None  # the window never reached: nothing to mark
+    start = fr.guidance_start_marker(2, 10, "cond", 9.0)
+    assert start == {"after_step": 2, "keep": "cond", "sigma": 9.0, "label": "full CFG after step 2"}
+    data = trace_payload()
+    assert data["guidance_start"] is None and fr.markers(data) == [data["cutoff"]]
+    data["guidance_start"] = start
+    assert [m["after_step"] for m in fr.markers(data)] == [2, 4]
+    one = fp.render_chart(trace_payload())
+    two = fp.render_chart(data)
+    assert one.size == two.size and one.tobytes() != two.tobytes()  # the second dashed line is drawn
+
+
 def test_panels_name_every_point_key():
     data = trace_payload()
     keys = {series["key"] for panel in data["panels"] for series in panel["series"]}

@@ -228,3 +228,26 @@ def test_the_new_inputs_are_optional_and_last(pack):
         assert list(info.input_order["required"])[-8:] == ["cutoff_mode", "guided_steps", "guided_fraction",
                                                            "cutoff_sigma", "keep", "adaptive_threshold",
                                                            "adaptive_min_steps", "adaptive_max_steps"]
+
+
+def test_the_frequency_trace_marks_both_ends(pack, model, conds):
+    """Frequency Trace on a model with a window: one branch, then both, then one; two markers."""
+    import json
+    freq = pack["nodes.frequency.nodes"]
+    cutoff_node = pack["nodes.guidance_cutoff.nodes"].ShapeFirstGuidanceCutoff
+    patched = cutoff_node.execute(model, guided_steps=END, guidance_start_step=START).args[0]
+    trace = freq.ShapeFirstFrequencyTrace.PREPARE_CLASS_CLONE({"UNIQUE_ID": "7"})
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    out = trace.execute(patched, conds[0], conds[1], latent, 3, STEPS, CFG, "euler", "karras", 1.0, 0.25, 3)
+    data = json.loads(out.args[3])
+    assert [p["branches"] for p in data["points"]] == [1] * START + [2] * (END - START) + [1] * (STEPS - END)
+    assert data["guidance_start"]["after_step"] == START and data["guidance_start"]["keep"] == "cond"
+    assert data["guidance_start"]["label"] == f"full CFG after step {START}"
+    assert data["cutoff"]["after_step"] == END
+    report = pack["nodes.frequency.report"]
+    assert [m["after_step"] for m in report.markers(data)] == [START, END]
+    # without a start: no start marker, the payload as before
+    plain = cutoff_node.execute(model, guided_steps=END).args[0]
+    data = json.loads(trace.execute(plain, conds[0], conds[1], latent, 3, STEPS, CFG, "euler", "karras", 1.0,
+                                    0.25, 3).args[3])
+    assert data["guidance_start"] is None and data["cutoff"]["after_step"] == END

@@ -179,16 +179,23 @@ def guided_steps_below(schedule, sigma):
     return sum(1 for s in schedule[:step_count(schedule)] if s > sigma)
 
 
+def steps_in_unit(mode, value, schedule):
+    """How many of the run's steps ``value`` stands for in the unit of ``mode``: a count
+    (guided steps, adaptive; clamped to the run), a share of the steps (rounded half up), or
+    the steps that start above a sigma."""
+    total = step_count(schedule)
+    if mode == MODE_FRACTION:
+        return steps_for_fraction(total, value)
+    if mode == MODE_SIGMA:
+        return guided_steps_below(schedule, value)
+    return min(int(value), total)
+
+
 def fixed_guided_steps(settings, schedule):
     """``N`` for the fixed modes (for adaptive: its maximum), clamped to the run's steps."""
-    total = step_count(schedule)
-    if settings.cutoff_mode == MODE_STEPS:
-        return min(int(settings.guided_steps), total)
-    if settings.cutoff_mode == MODE_FRACTION:
-        return steps_for_fraction(total, settings.guided_fraction)
-    if settings.cutoff_mode == MODE_SIGMA:
-        return guided_steps_below(schedule, settings.cutoff_sigma)
-    return min(int(settings.adaptive_max_steps), total)
+    mode = settings.cutoff_mode
+    name = "adaptive_max_steps" if mode == MODE_ADAPTIVE else CUTOFF_INPUT[mode]
+    return steps_in_unit(mode, getattr(settings, name), schedule)
 
 
 def cutoff_sigma_for(settings, schedule):
@@ -206,14 +213,9 @@ def cutoff_sigma_for(settings, schedule):
 def steps_before_start(settings, schedule):
     """``U``: how many steps run before the guided window (0: none), clamped to the run's steps.
     For the sigma mode: the steps that start above its start sigma."""
-    total = step_count(schedule)
     if not settings.has_start:
         return 0
-    if settings.cutoff_mode == MODE_FRACTION:
-        return steps_for_fraction(total, settings.guidance_start_fraction)
-    if settings.cutoff_mode == MODE_SIGMA:
-        return guided_steps_below(schedule, settings.guidance_start_sigma)
-    return min(int(settings.guidance_start_step), total)
+    return steps_in_unit(settings.cutoff_mode, start_input_value(settings), schedule)
 
 
 def start_sigma_for(settings, schedule):

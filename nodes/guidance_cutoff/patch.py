@@ -202,7 +202,7 @@ class CutoffRun:
             parts[-1] += f" of {total}"
         line = (f"{', '.join(parts)}; {self.single_evaluations} of {2 * self.evaluations} UNet branch "
                 f"evaluations saved ({100 * saved:.1f} %).")
-        details = [f"before the window: {self.settings.keep_before_start} only"
+        details = [f"Before the window: {self.settings.keep_before_start} only"
                    + (f", above sigma {self.start_sigma:.4g}" if self.started else " (the window was never reached)")]
         if guided <= before and self.dropped:
             details.append("no step in the guided window: the guidance start is at or past the cutoff in this run")

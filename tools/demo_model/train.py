@@ -1,0 +1,398 @@
+#!/usr/bin/env python3
+"""Train the ShapeFirst demo model from scratch and write its weights and model card.
+
+    python tools/demo_model/train.py                 # the committed weights' settings
+    python tools/demo_model/train.py --time-only     # time 20 steps of each stage, train nothing
+
+Stage 1 trains the AutoencoderKL on the pictures of ``nodes/demo_models/shapes_data.py``
+(L1 + MSE + a small KL term), then measures the latent scale factor on fresh pictures
+(1 / std of the latents, as SD1's 0.18215 was chosen). Stage 2 trains the CLIP text model
+and the UNet together (epsilon prediction on the SD1 noise schedule, 10 % empty captions
+for classifier-free guidance), keeping an EMA of both, whose weights are saved. The
+networks are the host's classes built by ``nodes/demo_models/trained.py``; the device is
+CUDA when present, else the CPU. Seeds fix the data and the initial weights (CPU float
+math is deterministic for a given thread count; GPU runs are close, not bitwise equal).
+"""
+import argparse
+import copy
+import datetime
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import pack_loader  # noqa: E402
+
+pack_loader.load_pack()
+REPO = pack_loader.REPO
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+from shapefirst.nodes.demo_models import shapes_data  # noqa: E402
+from shapefirst.tools import registry_host  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--vae-steps", type=int, default=2500)
+    p.add_argument("--vae-batch", type=int, default=16)
+    p.add_argument("--vae-crop", type=int, default=32, help="train the VAE on random crops of this size (px)")
+    p.add_argument("--vae-lr", type=float, default=1e-3)
+    p.add_argument("--steps", type=int, default=3000, help="CLIP + UNet steps")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--dataset", type=int, default=12000, help="pictures encoded once for stage 2")
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--seed", type=int, default=20261202)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--output-dir", default=str(REPO / "nodes" / "demo_models" / "weights"))
+    p.add_argument("--time-only", action="store_true", help="time 20 steps of each stage and exit")
+    p.add_argument("--skip-vae", action="store_true", help="reuse the VAE in --output-dir (stage 2 only)")
+    return p.parse_args(argv)
+
+
+def import_host():
+    comfyui = registry_host.find_or_set_up_comfyui(REPO)
+    sys.path.insert(0, str(comfyui))
+    import comfy.cli_args
+    if not torch.cuda.is_available():
+        comfy.cli_args.args.cpu = True
+    import comfy.model_management  # noqa: F401
+    from shapefirst.nodes.demo_models import trained
+    return trained
+
+
+@torch.no_grad()
+def initialise(module, seed):
+    """Standard PyTorch initialisation of every layer: the host's layers skip it (checkpoints
+    overwrite them), so without this the weights are whatever memory held."""
+    torch.manual_seed(seed)
+    for sub in module.modules():
+        if isinstance(sub, torch.nn.Conv2d):
+            torch.nn.Conv2d.reset_parameters(sub)
+        elif isinstance(sub, torch.nn.Linear):
+            torch.nn.Linear.reset_parameters(sub)
+        elif isinstance(sub, (torch.nn.GroupNorm, torch.nn.LayerNorm)):
+            if sub.weight is not None:
+                sub.weight.fill_(1.0)
+                sub.bias.zero_()
+        elif isinstance(sub, torch.nn.Embedding):
+            sub.weight.normal_(0, 0.02)
+
+
+# ---------------------------------------------------------------- data
+def to_tensor(images):
+    """[N, H, W, 3] 0..1 numpy -> [N, 3, H, W] in -1..1 (the AutoencoderKL's range)."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous() * 2 - 1
+
+
+class TokenTable:
+    """Caption -> token ids through the host's SD1 tokenizer, and the compact ids training uses."""
+
+    def __init__(self, clip):
+        self.tokenizer = clip.tokenizer
+        used = set()
+        for text in shapes_data.caption_vocabulary() + [""]:
+            used.update(self._ids(text))
+        self.token_ids = torch.tensor(sorted(used), dtype=torch.long)
+        self.compact = {int(t): i for i, t in enumerate(self.token_ids)}
+        self.cache = {}
+
+    def _ids(self, text):
+        chunks = self.tokenizer.tokenize_with_weights(text)["l"]
+        assert len(chunks) == 1, "captions fit one 77-token chunk"
+        return [int(t) for t, _ in chunks[0]]
+
+    def __call__(self, captions):
+        rows = []
+        for text in captions:
+            if text not in self.cache:
+                self.cache[text] = [self.compact[t] for t in self._ids(text)]
+            rows.append(self.cache[text])
+        return torch.tensor(rows, dtype=torch.long)
+
+
+def encode_text(text_model, embedding, compact_ids):
+    """The host CLIP text model's forward, written out of place so autograd can run through it
+    (the host's CLIPLayer adds in place). Same maths: causal mask, pre-norm layers, last layer
+    with the final layer norm (what the host returns for clip skip -1)."""
+    tm = text_model.transformer.text_model
+    x = embedding[compact_ids] + tm.embeddings.position_embedding.weight[: compact_ids.shape[1]]
+    heads = text_model.transformer.text_model.encoder.layers[0].self_attn.heads
+    n = x.shape[1]
+    causal = torch.full((n, n), float("-inf"), device=x.device).triu(1)
+    for layer in tm.encoder.layers:
+        h = F.layer_norm(x, (x.shape[-1],), layer.layer_norm1.weight, layer.layer_norm1.bias, 1e-5)
+        a = layer.self_attn
+        q, k, v = (F.linear(h, p.weight, p.bias) for p in (a.q_proj, a.k_proj, a.v_proj))
+        b, _, w = q.shape
+        q, k, v = (t.view(b, n, heads, w // heads).transpose(1, 2) for t in (q, k, v))
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=causal).transpose(1, 2).reshape(b, n, w)
+        x = x + F.linear(o, a.out_proj.weight, a.out_proj.bias)
+        h = F.layer_norm(x, (w,), layer.layer_norm2.weight, layer.layer_norm2.bias, 1e-5)
+        h = F.linear(h, layer.mlp.fc1.weight, layer.mlp.fc1.bias)
+        h = h * torch.sigmoid(1.702 * h)  # quick_gelu, as the SD1 config says
+        x = x + F.linear(h, layer.mlp.fc2.weight, layer.mlp.fc2.bias)
+    return F.layer_norm(x, (x.shape[-1],), tm.final_layer_norm.weight, tm.final_layer_norm.bias, 1e-5)
+
+
+# ---------------------------------------------------------------- stage 1: VAE
+def vae_loss(autoencoder, x, kl_weight=1e-6):
+    posterior = autoencoder.encoder(x)
+    posterior = autoencoder.quant_conv(posterior) if hasattr(autoencoder, "quant_conv") and autoencoder.quant_conv is not None else posterior
+    mean, logvar = posterior.chunk(2, dim=1)
+    logvar = logvar.clamp(-30, 20)
+    z = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)
+    z = autoencoder.post_quant_conv(z) if hasattr(autoencoder, "post_quant_conv") and autoencoder.post_quant_conv is not None else z
+    out = autoencoder.decoder(z)
+    kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(dim=(1, 2, 3)).mean()
+    l1 = (out - x).abs().mean()
+    mse = (out - x).pow(2).mean()
+    return l1 + mse + kl_weight * kl, {"l1": l1.item(), "mse": mse.item(), "kl": kl.item()}
+
+
+@torch.no_grad()
+def encode_mean(autoencoder, x):
+    posterior = autoencoder.encoder(x)
+    if getattr(autoencoder, "quant_conv", None) is not None:
+        posterior = autoencoder.quant_conv(posterior)
+    mean, logvar = posterior.chunk(2, dim=1)
+    return mean, logvar.clamp(-30, 20)
+
+
+def random_crops(x, crop, generator):
+    if crop >= x.shape[-1]:
+        return x
+    n = x.shape[0]
+    offsets = torch.randint(0, (x.shape[-1] - crop) // 8 + 1, (n, 2), generator=generator) * 8
+    return torch.stack([x[i, :, oy:oy + crop, ox:ox + crop] for i, (oy, ox) in enumerate(offsets.tolist())])
+
+
+def cosine_lr(step, total, base, warmup=100):
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def train_vae(autoencoder, args, log, steps):
+    optimiser = torch.optim.AdamW(autoencoder.parameters(), lr=args.vae_lr, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(args.seed + 1)
+    autoencoder.train()
+    history = []
+    start = time.time()
+    for step in range(steps):
+        images, _, _ = shapes_data.batch(args.seed * 1000 + step, args.vae_batch)
+        x = random_crops(to_tensor(images), args.vae_crop, generator).to(DEVICE)
+        for group in optimiser.param_groups:
+            group["lr"] = cosine_lr(step, steps, args.vae_lr)
+        loss, parts = vae_loss(autoencoder, x)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(autoencoder.parameters(), 1.0)
+        optimiser.step()
+        history.append(parts)
+        if step % 100 == 0 or step == steps - 1:
+            recent = {k: float(np.mean([h[k] for h in history[-100:]])) for k in parts}
+            log(f"vae step {step}/{steps} {recent} {time.time() - start:.0f}s")
+    autoencoder.eval()
+    return history
+
+
+@torch.no_grad()
+def measure_vae(autoencoder, args):
+    """Reconstruction error on fresh full-size pictures, and the latent scale factor."""
+    images, _, _ = shapes_data.batch(args.seed + 7, 256)
+    x = to_tensor(images).to(DEVICE)
+    mean, _ = encode_mean(autoencoder, x)
+    z = mean
+    if getattr(autoencoder, "post_quant_conv", None) is not None:
+        z = autoencoder.post_quant_conv(z)
+    out = autoencoder.decoder(z).clamp(-1, 1)
+    l1 = float((out - x).abs().mean() / 2)  # in 0..1 units
+    mse = float(((out - x) / 2).pow(2).mean())
+    return {"l1": l1, "psnr_db": float(10 * math.log10(1 / max(mse, 1e-12))),
+            "latent_std": float(mean.std()), "latent_mean": float(mean.mean()),
+            # 1 / RMS rather than 1 / std: the latents' mean is not zero and SD1's latent
+            # format has no shift, so the scaled latents must be of unit size including it.
+            "scale_factor": float(1 / mean.pow(2).mean().sqrt())}
+
+
+# ---------------------------------------------------------------- stage 2: CLIP + UNet
+def encode_dataset(autoencoder, args, log):
+    """The stage-2 pictures: latent means and log-variances (sampled per step), captions."""
+    means, logvars, captions = [], [], []
+    chunk = 256
+    for i in range(0, args.dataset, chunk):
+        images, texts, _ = shapes_data.batch(args.seed * 7 + i, min(chunk, args.dataset - i))
+        mean, logvar = encode_mean(autoencoder, to_tensor(images).to(DEVICE))
+        means.append(mean)
+        logvars.append(logvar)
+        captions.extend(texts)
+    log(f"encoded {len(captions)} pictures")
+    return torch.cat(means), torch.cat(logvars), captions
+
+
+def train_text_to_image(unet_model, clip, tokens, data, scale_factor, args, log, steps):
+    means, logvars, captions = data
+    means, logvars = means.cpu(), logvars.cpu()  # indexed with the CPU generator
+    diffusion = unet_model.diffusion_model
+    text_model = clip.cond_stage_model.clip_l
+    for p in list(diffusion.parameters()) + list(text_model.parameters()):
+        p.requires_grad_(True)
+    # Training keeps only the embedding rows the captions use; they go back into the full table at save.
+    full_table = text_model.transformer.text_model.embeddings.token_embedding.weight
+    embedding = torch.nn.Parameter(full_table.detach()[tokens.token_ids.to(full_table.device)].clone())
+    text_params = [p for n, p in text_model.named_parameters() if "token_embedding" not in n and "logit_scale" not in n]
+    params = list(diffusion.parameters()) + text_params + [embedding]
+    optimiser = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    ema = [p.detach().clone() for p in params]
+    alphas_cumprod = (1 / (1 + unet_model.model_sampling.sigmas.float() ** 2)).cpu()  # the host keeps sigmas only
+    empty = tokens([""])
+    generator = torch.Generator().manual_seed(args.seed + 2)
+    history = []
+    start = time.time()
+    diffusion.train()
+    for step in range(steps):
+        index = torch.randint(0, means.shape[0], (args.batch,), generator=generator)
+        z = means[index] + torch.randn(means[index].shape, generator=generator) * torch.exp(0.5 * logvars[index])
+        x0 = z * scale_factor
+        ids = tokens([captions[i] for i in index.tolist()])
+        drop = torch.rand(args.batch, generator=generator) < 0.1
+        ids[drop] = empty
+        t = torch.randint(0, 1000, (args.batch,), generator=generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        a = alphas_cumprod[t].view(-1, 1, 1, 1)
+        xt = (a.sqrt() * x0 + (1 - a).sqrt() * noise).to(DEVICE)
+        noise, ids, t = noise.to(DEVICE), ids.to(DEVICE), t.to(DEVICE)
+        for group in optimiser.param_groups:
+            group["lr"] = cosine_lr(step, steps, args.lr, warmup=200)
+        context = encode_text(text_model, embedding, ids)
+        prediction = diffusion(xt, timesteps=t.float(), context=context)
+        loss = F.mse_loss(prediction, noise)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimiser.step()
+        decay = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for e, p in zip(ema, params):
+                e.lerp_(p.detach(), 1 - decay)
+        history.append(loss.item())
+        if step % 100 == 0 or step == steps - 1:
+            log(f"t2i step {step}/{steps} loss {np.mean(history[-100:]):.4f} {time.time() - start:.0f}s")
+    diffusion.eval()
+    with torch.no_grad():
+        for e, p in zip(ema, params):
+            p.copy_(e)
+    for p in params:
+        p.requires_grad_(False)
+    return embedding.detach(), history
+
+
+# ---------------------------------------------------------------- saving
+def save_weights(out_dir, trained, autoencoder, unet_model, clip, embedding, token_ids, scale_factor):
+    from safetensors.torch import save_file
+    out_dir.mkdir(parents=True, exist_ok=True)
+    half = lambda sd: {k: v.detach().cpu().to(torch.float16).contiguous() for k, v in sd.items()}  # noqa: E731
+    if autoencoder is not None:
+        save_file(half(autoencoder.state_dict()), str(out_dir / trained.VAE_FILE))
+    save_file(half(unet_model.diffusion_model.state_dict()), str(out_dir / trained.UNET_FILE),
+              metadata={trained.SCALE_FACTOR_KEY: repr(scale_factor)})
+    sd = {k: v for k, v in clip.cond_stage_model.clip_l.state_dict().items()
+          if k != trained.TOKEN_EMBEDDING_KEY and "position_ids" not in k}
+    sd = half(sd)
+    sd[trained.TOKEN_EMBEDDING_KEY] = embedding.cpu().to(torch.float16).contiguous()
+    sd[trained.TOKEN_IDS_KEY] = token_ids.to(torch.int32).contiguous()
+    save_file(sd, str(out_dir / trained.CLIP_FILE))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    trained = import_host()
+    out_dir = Path(args.output_dir)
+    log_lines = []
+
+    def log(line):
+        line = f"{datetime.datetime.now(datetime.timezone.utc):%H:%M:%S} {line}"
+        print(line, flush=True)
+        log_lines.append(line)
+
+    device_name = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()}, {args.threads} threads)"
+    vae_steps, t2i_steps = (20, 20) if args.time_only else (args.vae_steps, args.steps)
+
+    autoencoder = trained.build_autoencoder()
+    initialise(autoencoder, args.seed)
+    autoencoder.to(DEVICE)
+    started = time.time()
+    if args.skip_vae:
+        from safetensors.torch import load_file
+        autoencoder.load_state_dict({k: v.float() for k, v in load_file(str(out_dir / trained.VAE_FILE)).items()})
+        autoencoder.eval()
+        vae_history = []
+    else:
+        vae_history = train_vae(autoencoder, args, log, vae_steps)
+    vae_seconds = time.time() - started
+    vae_stats = measure_vae(autoencoder, args)
+    log(f"vae: {vae_stats} in {vae_seconds:.0f}s")
+    scale_factor = vae_stats["scale_factor"]
+
+    unet_model = trained.build_unet_model(scale_factor)
+    initialise(unet_model.diffusion_model, args.seed + 10)
+    clip = trained.build_clip()
+    initialise(clip.cond_stage_model, args.seed + 20)
+    unet_model.diffusion_model.to(DEVICE)
+    clip.cond_stage_model.to(DEVICE)
+    tokens = TokenTable(clip)
+    log(f"caption tokens: {len(tokens.token_ids)}; unet params "
+        f"{sum(p.numel() for p in unet_model.diffusion_model.parameters()) / 1e6:.2f}M; clip params (w/o embedding) "
+        f"{sum(p.numel() for n, p in clip.cond_stage_model.named_parameters() if 'token_embedding' not in n) / 1e6:.2f}M; "
+        f"vae params {sum(p.numel() for p in autoencoder.parameters()) / 1e6:.2f}M")
+    if args.time_only:
+        args.dataset = min(args.dataset, 512)
+    started = time.time()
+    data = encode_dataset(autoencoder, args, log)
+    encode_seconds = time.time() - started
+    started = time.time()
+    embedding, t2i_history = train_text_to_image(unet_model, clip, tokens, data, scale_factor, args, log, t2i_steps)
+    t2i_seconds = time.time() - started
+    log(f"stage 2: {t2i_seconds:.0f}s")
+    if args.time_only:
+        log(f"timing: vae {vae_seconds / vae_steps:.3f} s/step (batch {args.vae_batch}, crop {args.vae_crop}), "
+            f"t2i {t2i_seconds / t2i_steps:.3f} s/step (batch {args.batch}), encode {encode_seconds:.1f}s for {args.dataset}")
+        return
+    save_weights(out_dir, trained, None if args.skip_vae else autoencoder, unet_model, clip, embedding,
+                 tokens.token_ids, scale_factor)
+    card = {
+        "trained_on": device_name, "machine": f"{platform.node() and 'shared CI machine'}, {os.cpu_count()} cores",
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "torch": torch.__version__, "seed": args.seed,
+        "settings": {k: v for k, v in vars(args).items() if k not in ("output_dir", "time_only")},
+        "image_size": shapes_data.IMAGE_SIZE, "latent": [4, shapes_data.IMAGE_SIZE // 8, shapes_data.IMAGE_SIZE // 8],
+        "vae": {"config": trained.VAE_CONFIG, "seconds": round(vae_seconds), "steps": vae_steps,
+                "final_losses": {k: float(np.mean([h[k] for h in vae_history[-200:]])) for k in ("l1", "mse", "kl")} if vae_history else None,
+                "fresh_pictures": vae_stats},
+        "text_to_image": {"unet_config": trained.UNET_CONFIG, "clip_config": trained.CLIP_CONFIG,
+                          "seconds": round(t2i_seconds), "steps": t2i_steps,
+                          "loss_first_100": float(np.mean(t2i_history[:100])),
+                          "loss_last_200": float(np.mean(t2i_history[-200:])),
+                          "loss_curve_per_500": [float(np.mean(t2i_history[i:i + 500])) for i in range(0, len(t2i_history), 500)]},
+        "caption_tokens": len(tokens.token_ids), "latent_scale_factor": scale_factor,
+        "held_out_combinations": [list(c) for c in shapes_data.HELD_OUT_COMBINATIONS],
+    }
+    (out_dir / "model_card.json").write_text(json.dumps(card, indent=1) + "\n")
+    (out_dir / "training_log.txt").write_text("\n".join(log_lines) + "\n")
+    log(f"wrote {out_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -43,7 +43,7 @@ from shapefirst.tools import registry_host  # noqa: E402
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--vae-steps", type=int, default=2500)
+    p.add_argument("--vae-steps", type=int, default=2000)
     p.add_argument("--vae-batch", type=int, default=16)
     p.add_argument("--vae-crop", type=int, default=32, help="train the VAE on random crops of this size (px)")
     p.add_argument("--vae-lr", type=float, default=1e-3)
@@ -53,10 +53,12 @@ def parse_args(argv=None):
     p.add_argument("--dataset", type=int, default=12000, help="pictures encoded once for stage 2")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--seed", type=int, default=20261202)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads; on a shared machine one thread is faster than two fighting for cores")
     p.add_argument("--output-dir", default=str(REPO / "nodes" / "demo_models" / "weights"))
     p.add_argument("--time-only", action="store_true", help="time 20 steps of each stage and exit")
     p.add_argument("--skip-vae", action="store_true", help="reuse the VAE in --output-dir (stage 2 only)")
+    p.add_argument("--vae-only", action="store_true", help="train and save the VAE only (stage 1)")
     return p.parse_args(argv)
 
 
@@ -299,12 +301,10 @@ def train_text_to_image(unet_model, clip, tokens, data, scale_factor, args, log,
 
 
 # ---------------------------------------------------------------- saving
-def save_weights(out_dir, trained, autoencoder, unet_model, clip, embedding, token_ids, scale_factor):
+def save_weights(out_dir, trained, unet_model, clip, embedding, token_ids, scale_factor):
     from safetensors.torch import save_file
     out_dir.mkdir(parents=True, exist_ok=True)
     half = lambda sd: {k: v.detach().cpu().to(torch.float16).contiguous() for k, v in sd.items()}  # noqa: E731
-    if autoencoder is not None:
-        save_file(half(autoencoder.state_dict()), str(out_dir / trained.VAE_FILE))
     save_file(half(unet_model.diffusion_model.state_dict()), str(out_dir / trained.UNET_FILE),
               metadata={trained.SCALE_FACTOR_KEY: repr(scale_factor)})
     sd = {k: v for k, v in clip.cond_stage_model.clip_l.state_dict().items()
@@ -344,6 +344,18 @@ def main(argv=None):
     vae_seconds = time.time() - started
     vae_stats = measure_vae(autoencoder, args)
     log(f"vae: {vae_stats} in {vae_seconds:.0f}s")
+    if not args.skip_vae and not args.time_only:
+        # Saved now, so stage 2 can be rerun alone (--skip-vae) with the same VAE.
+        from safetensors.torch import save_file
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().cpu().to(torch.float16).contiguous() for k, v in autoencoder.state_dict().items()},
+                  str(out_dir / trained.VAE_FILE))
+        (out_dir / "vae_card.json").write_text(json.dumps({
+            "seconds": round(vae_seconds), "steps": vae_steps, "fresh_pictures": vae_stats,
+            "final_losses": {k: float(np.mean([h[k] for h in vae_history[-200:]])) for k in ("l1", "mse", "kl")},
+        }, indent=1) + "\n")
+    if args.vae_only:
+        return
     scale_factor = vae_stats["scale_factor"]
 
     unet_model = trained.build_unet_model(scale_factor)
@@ -370,7 +382,7 @@ def main(argv=None):
         log(f"timing: vae {vae_seconds / vae_steps:.3f} s/step (batch {args.vae_batch}, crop {args.vae_crop}), "
             f"t2i {t2i_seconds / t2i_steps:.3f} s/step (batch {args.batch}), encode {encode_seconds:.1f}s for {args.dataset}")
         return
-    save_weights(out_dir, trained, None if args.skip_vae else autoencoder, unet_model, clip, embedding,
+    save_weights(out_dir, trained, unet_model, clip, embedding,
                  tokens.token_ids, scale_factor)
     card = {
         "trained_on": device_name, "machine": f"{platform.node() and 'shared CI machine'}, {os.cpu_count()} cores",
@@ -378,9 +390,7 @@ def main(argv=None):
         "torch": torch.__version__, "seed": args.seed,
         "settings": {k: v for k, v in vars(args).items() if k not in ("output_dir", "time_only")},
         "image_size": shapes_data.IMAGE_SIZE, "latent": [4, shapes_data.IMAGE_SIZE // 8, shapes_data.IMAGE_SIZE // 8],
-        "vae": {"config": trained.VAE_CONFIG, "seconds": round(vae_seconds), "steps": vae_steps,
-                "final_losses": {k: float(np.mean([h[k] for h in vae_history[-200:]])) for k in ("l1", "mse", "kl")} if vae_history else None,
-                "fresh_pictures": vae_stats},
+        "vae": dict(json.loads((out_dir / "vae_card.json").read_text()), config=trained.VAE_CONFIG),
         "text_to_image": {"unet_config": trained.UNET_CONFIG, "clip_config": trained.CLIP_CONFIG,
                           "seconds": round(t2i_seconds), "steps": t2i_steps,
                           "loss_first_100": float(np.mean(t2i_history[:100])),

@@ -1,0 +1,142 @@
+"""The trained demo model: its data, its scorer, its weights through the node, and its pictures.
+
+Host-free tests check the generator and the scorer; host tests load the committed weights
+through the ShapeFirst Demo Checkpoint node and sample a batch at the README's settings,
+which must score clearly above chance on every attribute."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from shapefirst.nodes.demo_models import scorer, shapes_data
+
+REPO = Path(__file__).resolve().parents[1]
+WEIGHTS = REPO / "nodes" / "demo_models" / "weights"
+SCORER_MARGIN = 0.05  # fresh pictures may score this much below the recorded accuracy
+ADHERENCE_MARGIN = 0.15  # a 32-picture batch may score this much below the report's figure
+
+
+def test_the_generator_is_reproducible_and_keeps_the_held_out_combinations_out():
+    first, captions, attributes = shapes_data.batch(5, 200)
+    again, captions_again, _ = shapes_data.batch(5, 200)
+    assert np.array_equal(first, again) and captions == captions_again
+    assert not any(shapes_data.is_held_out(a) for a in attributes)
+    _, _, held_out = shapes_data.batch(5, 50, held_out=True)
+    assert all(shapes_data.is_held_out(a) for a in held_out)
+    assert first.shape == (200, shapes_data.IMAGE_SIZE, shapes_data.IMAGE_SIZE, 3)
+    assert 0.0 <= first.min() and first.max() <= 1.0
+
+
+def test_every_caption_names_every_attribute():
+    _, captions, attributes = shapes_data.batch(11, 300)
+    for text, a in zip(captions, attributes):
+        for name in ("kind", "colour", "background", "size"):
+            assert a[name] in text, (name, text)
+    templates = {t for t in captions}
+    assert len(templates) > 250  # varied templates and phrasings, not one sentence
+
+
+def test_the_pixel_analysis_is_exact_on_generated_pictures():
+    images, _, attributes = shapes_data.batch(12345, 300)
+    for image, truth in zip(images, attributes):
+        read = scorer.analyse(image)
+        for name in ("background", "colour", "size", "position"):
+            assert read[name] == truth[name], (name, truth)
+
+
+def test_a_picture_of_background_only_reads_as_no_shape():
+    blank = np.full((64, 64, 3), 0.5, np.float32)
+    read = scorer.analyse(blank)
+    assert read["background"] == "gray" and read["colour"] is None and read["position"] is None
+
+
+def test_the_scorer_keeps_its_recorded_accuracy_on_fresh_pictures():
+    card = scorer.load_card()
+    assert card, "scorer_card.json is missing beside the scorer weights"
+    read = scorer.AttributeScorer()
+    # Seeds the scorer's own training and measurement never used.
+    for name, held_out in (("fresh", False), ("held_out_combinations", True)):
+        images, _, attributes = shapes_data.batch(424242 + held_out, 300, held_out=held_out)
+        measured = read.adherence(images, attributes)
+        for attribute, recorded in card["accuracy"][name].items():
+            assert measured[attribute] >= recorded - SCORER_MARGIN, (name, attribute, measured[attribute], recorded)
+            assert measured[attribute] > 2 * scorer.chance_level(attribute), (name, attribute)
+
+
+def test_a_missing_scorer_file_names_the_file_and_the_fix(tmp_path):
+    with pytest.raises(scorer.ScorerWeightsError, match=r"scorer\.safetensors is missing.*train_scorer\.py"):
+        scorer.load_classifier(tmp_path)
+
+
+@pytest.mark.host
+def test_the_node_loads_the_committed_weights(pack):
+    import nodes
+    trained = pack["nodes.demo_models.trained"]
+    model, clip, vae = nodes.NODE_CLASS_MAPPINGS["ShapeFirstDemoCheckpoint"].EXECUTE_NORMALIZED().result
+    assert model.model.latent_format.scale_factor == pytest.approx(trained.load_model_card()["latent_scale_factor"])
+    table = clip.cond_stage_model.clip_l.transformer.get_input_embeddings().weight
+    used = {int(t) for chunk in clip.tokenize("a small red circle, striped, on the left, black background")["l"]
+            for t, _ in chunk}
+    unused = torch.ones(table.shape[0], dtype=torch.bool)
+    unused[list(used)] = False
+    assert table.shape[0] == trained.VOCAB_SIZE
+    assert all(table[t].abs().sum() > 0 for t in used)  # the caption's rows are trained
+    assert table[unused].abs().sum() > 0 and (table[unused].abs().sum(1) == 0).sum() > 49000  # the rest restored as zeros
+    pixels = torch.from_numpy(shapes_data.batch(3, 4)[0])
+    with torch.inference_mode():
+        back = vae.decode(vae.encode(pixels)).float()
+    assert back.shape == pixels.shape and (back - pixels).abs().mean() < 0.05
+
+
+def _copy_weights(tmp_path):
+    folder = tmp_path / "weights"
+    shutil.copytree(WEIGHTS, folder)
+    return folder
+
+
+@pytest.mark.host
+@pytest.mark.parametrize("name", ["unet.safetensors", "clip.safetensors", "vae.safetensors"])
+def test_a_missing_weight_file_names_the_file_and_the_fix(pack, tmp_path, name):
+    trained = pack["nodes.demo_models.trained"]
+    folder = _copy_weights(tmp_path)
+    (folder / name).unlink()
+    with pytest.raises(trained.DemoWeightsError, match=rf"{name} is missing; restore it with `git checkout"):
+        trained.load_demo_checkpoint(folder)
+
+
+@pytest.mark.host
+@pytest.mark.parametrize("name", ["unet.safetensors", "clip.safetensors", "vae.safetensors"])
+def test_a_corrupted_weight_file_names_the_file_and_the_fix(pack, tmp_path, name):
+    trained = pack["nodes.demo_models.trained"]
+    folder = _copy_weights(tmp_path)
+    data = (folder / name).read_bytes()
+    (folder / name).write_bytes(data[: len(data) // 2])  # as an interrupted copy leaves it
+    with pytest.raises(trained.DemoWeightsError, match=rf"{name} is unreadable .*git checkout -- nodes/demo_models/weights"):
+        trained.load_demo_checkpoint(folder)
+
+
+@pytest.fixture(scope="module")
+def demo(pack):
+    import nodes
+    return nodes.NODE_CLASS_MAPPINGS["ShapeFirstDemoCheckpoint"].EXECUTE_NORMALIZED().result
+
+
+@pytest.mark.host
+def test_a_sampled_batch_follows_its_prompts_on_every_attribute(pack, demo):
+    adherence = pack["tools.demo_model.adherence"]
+    report = json.loads((REPO / "docs" / "demo_model" / "report.json").read_text())
+    measured = report["full_cfg_adherence"]["adherence"]
+    model, clip, vae = demo
+    attributes, captions = adherence.prompts(seed=777, count=32)
+    positive = adherence.encode(clip, captions)
+    negative = adherence.encode(clip, [""] * len(captions))
+    images = adherence.sample(model, vae, positive, negative, seed=777, batch=len(captions))
+    scored = adherence.adherence(images, attributes)
+    for attribute, value in scored.items():
+        chance = scorer.chance_level(attribute)
+        threshold = max(measured[attribute] - ADHERENCE_MARGIN, chance + 0.5 * (measured[attribute] - chance))
+        assert value >= threshold, (attribute, value, measured[attribute], chance)
+        assert value > chance + 0.1, (attribute, value, chance)

@@ -47,6 +47,16 @@ HELD_OUT_COMBINATIONS = (
     ("triangle", "red", "checks"), ("cross", "green", "plain"),
 )
 
+# Prompts the demo and the example workflows use with the demo model (held-out combinations
+# excluded, every value of every attribute at least once).
+DEMO_PROMPTS = (
+    "a large red circle, striped, in the centre, black background",
+    "a large blue square, dotted, on the left, white background",
+    "a small yellow triangle, plain, at the top, gray background",
+    "a large green cross, checkered, on the right, black background",
+    "a small red square, checkered, at the bottom, white background",
+)
+
 _TEXTURE_WORDS = {
     "plain": ("plain", "solid", "flat"), "stripes": ("striped", "with stripes", "stripy"),
     "dots": ("dotted", "with dots", "spotted"), "checks": ("checkered", "with checks", "checked"),

@@ -3,6 +3,7 @@
 Host-free tests check the generator and the scorer; host tests load the committed weights
 through the ShapeFirst Demo Checkpoint node and sample a batch at the README's settings,
 which must score clearly above chance on every attribute."""
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -124,19 +125,52 @@ def demo(pack):
     return nodes.NODE_CLASS_MAPPINGS["ShapeFirstDemoCheckpoint"].EXECUTE_NORMALIZED().result
 
 
+@pytest.fixture(scope="module")
+def report(pack):
+    return pack["tools.demo_model.report"]
+
+
+def _encode(clip, texts):
+    import nodes
+    from shapefirst.tools.demo_model import report
+    return report.stack([nodes.CLIPTextEncode().encode(clip, t)[0] for t in texts])
+
+
 @pytest.mark.host
-def test_a_sampled_batch_follows_its_prompts_on_every_attribute(pack, demo):
-    adherence = pack["tools.demo_model.adherence"]
-    report = json.loads((REPO / "docs" / "demo_model" / "report.json").read_text())
-    measured = report["full_cfg_adherence"]["adherence"]
+def test_a_sampled_batch_follows_its_prompts_on_every_attribute(report, demo):
+    """32 prompts at the README's settings (euler, 20 steps, cfg 5): every attribute clearly
+    above chance, and not far below what the committed report measured on 64 prompts."""
+    measured = json.loads((REPO / "docs" / "demo_model" / "report.json").read_text())["full_cfg_adherence"]
     model, clip, vae = demo
-    attributes, captions = adherence.prompts(seed=777, count=32)
-    positive = adherence.encode(clip, captions)
-    negative = adherence.encode(clip, [""] * len(captions))
-    images = adherence.sample(model, vae, positive, negative, seed=777, batch=len(captions))
-    scored = adherence.adherence(images, attributes)
+    setting = report.Setting()
+    assert (measured["steps"], measured["cfg"]) == (setting.steps, setting.cfg)
+    rng = np.random.default_rng(777)  # not the report's seed
+    attributes = [shapes_data.random_attributes(rng) for _ in range(32)]
+    positive = _encode(clip, [shapes_data.canonical_caption(a) for a in attributes])
+    negative = _encode(clip, [""] * len(attributes))
+    images = report.sample(model, vae, positive, negative, dataclasses.replace(setting, seed=777), "euler", "normal")
+    scored = scorer.AttributeScorer().adherence(images.numpy(), attributes)
     for attribute, value in scored.items():
-        chance = scorer.chance_level(attribute)
-        threshold = max(measured[attribute] - ADHERENCE_MARGIN, chance + 0.5 * (measured[attribute] - chance))
-        assert value >= threshold, (attribute, value, measured[attribute], chance)
-        assert value > chance + 0.1, (attribute, value, chance)
+        chance, expected = scorer.chance_level(attribute), measured["adherence"][attribute]
+        threshold = max(expected - ADHERENCE_MARGIN, chance + 0.5 * (expected - chance))
+        assert value >= threshold, (attribute, value, expected, chance)
+
+
+@pytest.mark.host
+def test_the_report_runs_end_to_end_on_a_reduced_setting(report, demo, tmp_path):
+    model, clip, vae = demo
+    result = report.run(model, clip, vae, report.QUICK, tmp_path, log=lambda line: None)
+    for name in ("report.json", "report.md", "cfg_sweep.png", "acceleration_euler.png", "eos.png",
+                 "frequency_trace.png", "forward_frequency.png"):
+        assert (tmp_path / name).is_file(), name
+    rows = {(r["keep"], r["a"]): r for r in result["acceleration"]}
+    # euler, 4 steps, a = 0.5 keeping uncond: 2 of 4 steps with one branch, a quarter of the UNet rows saved
+    assert rows[("uncond", 0.5)]["unet_work_saved"] == pytest.approx(0.25)
+    assert rows[("-", 0.0)]["unet_work_saved"] == 0 and rows[("-", 0.0)]["vs_full_cfg"]["L1"] == 0
+    assert set(result["eos_split"]) >= {"EOS only (empty prompt)", "prompt only (empty prompt)", "full prompt"}
+    shares = result["eos_swap"]["results"]["all steps"]["kind"]
+    assert shares["follows_eos_text"] + shares["follows_token_text"] + shares["neither"] == pytest.approx(1)
+    trace = result["frequency_trace"]
+    assert 1 <= trace["x0_low_settles_at_step"] <= 4 and 1 <= trace["x0_high_settles_at_step"] <= 4
+    assert len(result["forward_frequency"]["points"]) == report.QUICK.forward_steps + 1  # and the clean latent
+    assert "## 1. Acceleration" in (tmp_path / "report.md").read_text()

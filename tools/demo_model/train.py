@@ -315,6 +315,46 @@ def save_weights(out_dir, trained, unet_model, clip, embedding, token_ids, scale
     save_file(sd, str(out_dir / trained.CLIP_FILE))
 
 
+def model_card_markdown(card):
+    """MODEL_CARD.md from model_card.json: what was trained, on what, how long, how well."""
+    vae, t2i = card["vae"], card["text_to_image"]
+    fresh = vae["fresh_pictures"]
+    unet, clip = t2i["unet_config"], t2i["clip_config"]
+    ddconfig = vae["config"]["params"]["ddconfig"]
+    lines = [
+        "# ShapeFirst demo model", "",
+        "A small SD1.x-family text-to-image model trained from scratch by `tools/demo_model/train.py` "
+        "on synthetic pictures (`nodes/demo_models/shapes_data.py`): one shape per 64x64 picture "
+        "(circle, square, triangle, cross; red, green, blue, yellow; small, large; left, right, top, bottom, "
+        "centre; plain, striped, dotted, checkered; on black, gray or white), captions from "
+        f"{len(shapes_data._TEMPLATES)} templates with varied word order. Held-out (kind, colour, texture) "
+        "combinations never seen in training: " + ", ".join(" ".join(c) for c in card["held_out_combinations"]) + ".",
+        "", "It is a demonstration model for the pack's experiments, not an image generator: it draws only "
+        "what its captions describe, at 64x64 px.", "",
+        "## Trained", "",
+        f"- on: {card['trained_on']}; {card['machine']}; {card['date']}; torch {card['torch']}; seed {card['seed']}",
+        f"- VAE (AutoencoderKL, ch {ddconfig['ch']}, ch_mult {ddconfig['ch_mult']}, {ddconfig['num_res_blocks']} res block "
+        f"per level, 8x downscale, 4 latent channels): {vae['steps']} steps of batch {card['settings']['vae_batch']} "
+        f"on random {card['settings']['vae_crop']} px crops, L1 + MSE + 1e-6 KL, {vae['seconds']} s. On fresh "
+        f"full-size pictures: L1 {fresh['l1']:.4f}, PSNR {fresh['psnr_db']:.1f} dB; latent mean "
+        f"{fresh['latent_mean']:.3f}, std {fresh['latent_std']:.3f}; latent scale factor "
+        f"{card['latent_scale_factor']:.4f} (1 / RMS of the latents).",
+        f"- CLIP text model (SD1 architecture, causal, the real tokenizer, 77-token chunks): width "
+        f"{clip['hidden_size']}, {clip['num_hidden_layers']} layers, {clip['num_attention_heads']} heads; "
+        f"UNet (SD15 config): model_channels {unet['model_channels']}, channel_mult {unet['channel_mult']}, "
+        f"res blocks {unet['num_res_blocks']}, attention at every level, context {unet['context_dim']}. Trained "
+        f"together from scratch, epsilon prediction on the SD1 noise schedule, {t2i['steps']} steps of batch "
+        f"{card['settings']['batch']}, AdamW lr {card['settings']['lr']} (cosine), 10 % empty captions, EMA "
+        f"{card['settings']['ema']} (the EMA weights are saved), on {card['settings']['dataset']} pictures encoded once "
+        f"(latents sampled from the VAE posterior each step), {t2i['seconds']} s.",
+        f"- loss: first 100 steps {t2i['loss_first_100']:.4f}, last 200 steps {t2i['loss_last_200']:.4f}; "
+        "per 500 steps: " + ", ".join(f"{v:.4f}" for v in t2i["loss_curve_per_500"]),
+        f"- files: fp16 safetensors; the CLIP token embedding holds the {card['caption_tokens']} rows the captions "
+        "use (`token_ids` lists them), the other rows are zeros at load.", "",
+        "Its prompt adherence and the paper's experiments on it: `docs/demo_model/report.md`.", ""]
+    return "\n".join(lines)
+
+
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -385,7 +425,7 @@ def main(argv=None):
     save_weights(out_dir, trained, unet_model, clip, embedding,
                  tokens.token_ids, scale_factor)
     card = {
-        "trained_on": device_name, "machine": f"{platform.node() and 'shared CI machine'}, {os.cpu_count()} cores",
+        "trained_on": device_name, "machine": f"shared machine, {os.cpu_count()} cores (other jobs ran at the same time)",
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "torch": torch.__version__, "seed": args.seed,
         "settings": {k: v for k, v in vars(args).items() if k not in ("output_dir", "time_only")},
@@ -400,6 +440,7 @@ def main(argv=None):
         "held_out_combinations": [list(c) for c in shapes_data.HELD_OUT_COMBINATIONS],
     }
     (out_dir / "model_card.json").write_text(json.dumps(card, indent=1) + "\n")
+    (out_dir / "MODEL_CARD.md").write_text(model_card_markdown(card))
     (out_dir / "training_log.txt").write_text("\n".join(log_lines) + "\n")
     log(f"wrote {out_dir}")
 

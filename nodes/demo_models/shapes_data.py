@@ -151,17 +151,19 @@ def _shape_mask(kind, centre, half, size):
     return np.asarray(small, dtype=np.float32) / 255.0
 
 
-def _texture_pattern(texture, size, phase):
-    """1 where the texture shows the shape's full colour, 0 where its darker tone."""
+def _texture_pattern(texture, size):
+    """1 where the texture shows the shape's full colour, 0 where its darker tone. Every
+    pattern repeats every 8 px, aligned with the picture: each 8x8 cell of the VAE's latent
+    grid sees the same piece of it, so a latent pixel can say "stripes here" and the decoder
+    draws them without having to encode a phase."""
     y, x = np.mgrid[0:size, 0:size].astype(np.float32)
-    x, y = x + phase[0], y + phase[1]
     if texture == "plain":
         return np.ones((size, size), np.float32)
-    if texture == "stripes":  # diagonal stripes, period 6 px
-        return (((x + y) // 3) % 2 == 0).astype(np.float32)
-    if texture == "dots":  # dark dots of radius 1.5 on a 6 px grid
-        dx, dy = (x % 6) - 2.5, (y % 6) - 2.5
-        return (dx * dx + dy * dy > 2.6).astype(np.float32)
+    if texture == "stripes":  # diagonal stripes, 4 px light, 4 px dark along x + y
+        return (((x + y) // 4) % 2 == 0).astype(np.float32)
+    if texture == "dots":  # a dark dot of radius 2 in the middle of each 8 px cell
+        dx, dy = (x % 8) - 3.5, (y % 8) - 3.5
+        return (dx * dx + dy * dy > 4.0).astype(np.float32)
     if texture == "checks":  # 4 px checks
         return (((x // 4) + (y // 4)) % 2 == 0).astype(np.float32)
     raise ValueError(f"unknown texture {texture!r}; known: {TEXTURES}")
@@ -169,7 +171,7 @@ def _texture_pattern(texture, size, phase):
 
 def render(attributes, rng=None, size=IMAGE_SIZE):
     """An RGB float32 picture [size, size, 3] in 0..1 of ``attributes``, with small seeded jitter
-    (position +-2 px, size +-1 px, colour +-6/255, texture phase), and its shape mask."""
+    (position +-2 px, size +-1 px, colour +-6/255), and its shape mask."""
     rng = rng if rng is not None else np.random.default_rng(0)
     scale = size / IMAGE_SIZE
     fx, fy = POSITIONS[attributes["position"]]
@@ -178,7 +180,7 @@ def render(attributes, rng=None, size=IMAGE_SIZE):
     mask = _shape_mask(attributes["kind"], centre, half, size)
     colour = np.clip(np.array(COLOURS[attributes["colour"]], np.float32) + rng.uniform(-6, 6, 3), 0, 255) / 255
     background = np.array(BACKGROUNDS[attributes["background"]], np.float32) / 255
-    pattern = _texture_pattern(attributes["texture"], size, rng.integers(0, 12, 2))
+    pattern = _texture_pattern(attributes["texture"], size)
     fill = colour * (0.5 + 0.5 * pattern[..., None])
     image = background * (1 - mask[..., None]) + fill * mask[..., None]
     return image.astype(np.float32), mask

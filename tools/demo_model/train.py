@@ -47,10 +47,13 @@ def parse_args(argv=None):
     p.add_argument("--vae-batch", type=int, default=16)
     p.add_argument("--vae-crop", type=int, default=32, help="train the VAE on random crops of this size (px)")
     p.add_argument("--vae-lr", type=float, default=1e-3)
-    p.add_argument("--steps", type=int, default=3000, help="CLIP + UNet steps")
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--steps", type=int, default=3000, help="CLIP + UNet steps (at most, with --minutes)")
+    p.add_argument("--minutes", type=float, default=0,
+                   help="fit stage 2 in this many minutes: after 30 steps the step count is fixed from the speed "
+                        "(the model card records it; --steps with that count and no --minutes reproduces the run)")
+    p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--dataset", type=int, default=12000, help="pictures encoded once for stage 2")
+    p.add_argument("--dataset", type=int, default=8000, help="pictures encoded once for stage 2")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--seed", type=int, default=20261202)
     p.add_argument("--threads", type=int, default=1,
@@ -59,6 +62,8 @@ def parse_args(argv=None):
     p.add_argument("--time-only", action="store_true", help="time 20 steps of each stage and exit")
     p.add_argument("--skip-vae", action="store_true", help="reuse the VAE in --output-dir (stage 2 only)")
     p.add_argument("--vae-only", action="store_true", help="train and save the VAE only (stage 1)")
+    p.add_argument("--resume-vae", action="store_true",
+                   help="continue training the VAE in --output-dir (a further stage-1 phase, recorded in vae_card.json)")
     return p.parse_args(argv)
 
 
@@ -263,7 +268,14 @@ def train_text_to_image(unet_model, clip, tokens, data, scale_factor, args, log,
     history = []
     start = time.time()
     diffusion.train()
-    for step in range(steps):
+    step = 0
+    while step < steps:
+        if args.minutes and step == 30:
+            # Fix the step count from the measured speed, before the warm-up ends: the learning
+            # rate so far does not depend on it, so `--steps N` with the recorded N reproduces the run.
+            speed = (time.time() - start) / 30
+            steps = max(31, min(steps, int(args.minutes * 60 / speed)))
+            log(f"{speed:.2f} s/step: {steps} steps fit in {args.minutes} minutes")
         index = torch.randint(0, means.shape[0], (args.batch,), generator=generator)
         z = means[index] + torch.randn(means[index].shape, generator=generator) * torch.exp(0.5 * logvars[index])
         x0 = z * scale_factor
@@ -291,13 +303,14 @@ def train_text_to_image(unet_model, clip, tokens, data, scale_factor, args, log,
         history.append(loss.item())
         if step % 100 == 0 or step == steps - 1:
             log(f"t2i step {step}/{steps} loss {np.mean(history[-100:]):.4f} {time.time() - start:.0f}s")
+        step += 1
     diffusion.eval()
     with torch.no_grad():
         for e, p in zip(ema, params):
             p.copy_(e)
     for p in params:
         p.requires_grad_(False)
-    return embedding.detach(), history
+    return embedding.detach(), history, steps
 
 
 # ---------------------------------------------------------------- saving
@@ -374,6 +387,9 @@ def main(argv=None):
     initialise(autoencoder, args.seed)
     autoencoder.to(DEVICE)
     started = time.time()
+    if args.resume_vae:
+        from safetensors.torch import load_file
+        autoencoder.load_state_dict({k: v.float() for k, v in load_file(str(out_dir / trained.VAE_FILE)).items()})
     if args.skip_vae:
         from safetensors.torch import load_file
         autoencoder.load_state_dict({k: v.float() for k, v in load_file(str(out_dir / trained.VAE_FILE)).items()})
@@ -390,10 +406,15 @@ def main(argv=None):
         out_dir.mkdir(parents=True, exist_ok=True)
         save_file({k: v.detach().cpu().to(torch.float16).contiguous() for k, v in autoencoder.state_dict().items()},
                   str(out_dir / trained.VAE_FILE))
-        (out_dir / "vae_card.json").write_text(json.dumps({
-            "seconds": round(vae_seconds), "steps": vae_steps, "fresh_pictures": vae_stats,
-            "final_losses": {k: float(np.mean([h[k] for h in vae_history[-200:]])) for k in ("l1", "mse", "kl")},
-        }, indent=1) + "\n")
+        phase = {"steps": vae_steps, "batch": args.vae_batch, "crop": args.vae_crop, "lr": args.vae_lr,
+                 "seconds": round(vae_seconds), "fresh_pictures": vae_stats,
+                 "final_losses": {k: float(np.mean([h[k] for h in vae_history[-200:]])) for k in ("l1", "mse", "kl")}}
+        card_path = out_dir / "vae_card.json"
+        phases = json.loads(card_path.read_text())["phases"] if args.resume_vae and card_path.is_file() else []
+        phases.append(phase)
+        card_path.write_text(json.dumps({"phases": phases, "steps": sum(p["steps"] for p in phases),
+                                         "seconds": sum(p["seconds"] for p in phases), "fresh_pictures": vae_stats},
+                                        indent=1) + "\n")
     if args.vae_only:
         return
     scale_factor = vae_stats["scale_factor"]
@@ -415,7 +436,8 @@ def main(argv=None):
     data = encode_dataset(autoencoder, args, log)
     encode_seconds = time.time() - started
     started = time.time()
-    embedding, t2i_history = train_text_to_image(unet_model, clip, tokens, data, scale_factor, args, log, t2i_steps)
+    embedding, t2i_history, t2i_steps = train_text_to_image(unet_model, clip, tokens, data, scale_factor, args, log, t2i_steps)
+    args.steps = t2i_steps  # the count that ran (with --minutes, fixed after 30 steps)
     t2i_seconds = time.time() - started
     log(f"stage 2: {t2i_seconds:.0f}s")
     if args.time_only:

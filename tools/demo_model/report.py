@@ -408,15 +408,44 @@ def markdown(report):
     return "\n".join(lines)
 
 
+def readme_summary(report):
+    """The README's summary of the report: the key numbers of each experiment, in markdown."""
+    names = shapes_data.ATTRIBUTES
+    head = " | ".join(names)
+    full = report["full_cfg_adherence"]
+    rows = [r for r in report["acceleration"] if r["sampler"] == "euler"]
+    lines = [f"Prompt adherence (share of pictures the scorer reads as the prompt says; "
+             f"{report['setting']['prompts']} prompts, euler, {full['steps']} steps, cfg {full['cfg']}):", "",
+             f"| | {head} |", "|---|" + "---|" * len(names),
+             f"| chance | {_adherence_cells(report['chance'])} |",
+             f"| full CFG | {_adherence_cells(full['adherence'])} |",
+             f"| held-out combinations | {_adherence_cells(report['held_out_combinations_adherence'])} |"]
+    for name in ("EOS only (empty prompt)", "prompt only (empty prompt)"):
+        lines.append(f"| {name} | {_adherence_cells(report['eos_split'][name])} |")
+    for row in rows:
+        if row["a"] > 0:
+            lines.append(f"| a = {row['a']}, keep {row['keep']} ({_pct(row['unet_work_saved'])} UNet work saved, "
+                         f"L1 {row['vs_full_cfg']['L1']:.3f} vs full CFG) | {_adherence_cells(row['adherence'])} |")
+    swap = report["eos_swap"]["results"]
+    lines += ["", "EOS Swap (tokens of prompt A, [EOS] block of prompt B; B differs in every attribute), share of "
+              "pictures following B / A:", "", f"| | {head} |", "|---|" + "---|" * len(names)]
+    for when, values in swap.items():
+        lines.append(f"| {when} | " + " | ".join(
+            f"{_pct(values[n]['follows_eos_text'])} / {_pct(values[n]['follows_token_text'])}" for n in names) + " |")
+    f = report["frequency_trace"]
+    lines += ["", f"Frequency Trace: the low band of x0 settles (within {SETTLED:.0%} of its final level) at step "
+              f"{f['x0_low_settles_at_step']}, the high band at step {f['x0_high_settles_at_step']} of {f['steps']}."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     import_host()
-    from shapefirst.nodes.demo_models import trained
     setting = dataclasses.replace(QUICK if args.quick else Setting(), **({"prompts": args.prompts} if args.prompts else {}))
     model, clip, vae = node("ShapeFirstDemoCheckpoint", "nodes.demo_models.nodes").EXECUTE_NORMALIZED().result
-    del trained
     report = run(model, clip, vae, setting, args.output_dir)
+    (Path(args.output_dir) / "readme_summary.md").write_text(readme_summary(report))
     print(markdown(report))
 
 

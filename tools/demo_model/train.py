@@ -60,6 +60,7 @@ def parse_args(argv=None):
                    help="CPU threads; on a shared machine one thread is faster than two fighting for cores")
     p.add_argument("--output-dir", default=str(REPO / "nodes" / "demo_models" / "weights"))
     p.add_argument("--time-only", action="store_true", help="time 20 steps of each stage and exit")
+    p.add_argument("--card-only", action="store_true", help="rewrite MODEL_CARD.md from model_card.json and exit")
     p.add_argument("--skip-vae", action="store_true", help="reuse the VAE in --output-dir (stage 2 only)")
     p.add_argument("--vae-only", action="store_true", help="train and save the VAE only (stage 1)")
     p.add_argument("--resume-vae", action="store_true",
@@ -347,11 +348,12 @@ def model_card_markdown(card):
         "## Trained", "",
         f"- on: {card['trained_on']}; {card['machine']}; {card['date']}; torch {card['torch']}; seed {card['seed']}",
         f"- VAE (AutoencoderKL, ch {ddconfig['ch']}, ch_mult {ddconfig['ch_mult']}, {ddconfig['num_res_blocks']} res block "
-        f"per level, 8x downscale, 4 latent channels): {vae['steps']} steps of batch {card['settings']['vae_batch']} "
-        f"on random {card['settings']['vae_crop']} px crops, L1 + MSE + 1e-6 KL, {vae['seconds']} s. On fresh "
-        f"full-size pictures: L1 {fresh['l1']:.4f}, PSNR {fresh['psnr_db']:.1f} dB; latent mean "
-        f"{fresh['latent_mean']:.3f}, std {fresh['latent_std']:.3f}; latent scale factor "
-        f"{card['latent_scale_factor']:.4f} (1 / RMS of the latents).",
+        f"per level, 8x downscale, 4 latent channels), L1 + MSE + 1e-6 KL, trained in {len(vae['phases'])} phase(s), "
+        f"{vae['seconds']} s in all: " + "; ".join(
+            f"{p['steps']} steps of batch {p['batch']} on {p['crop']} px crops, lr {p['lr']}"
+            + (f" ({p['data']})" if p.get("data") else "") for p in vae["phases"]) + ". On fresh full-size pictures: "
+        f"L1 {fresh['l1']:.4f}, PSNR {fresh['psnr_db']:.1f} dB; latent mean {fresh['latent_mean']:.3f}, std "
+        f"{fresh['latent_std']:.3f}; latent scale factor {card['latent_scale_factor']:.4f} (1 / RMS of the latents).",
         f"- CLIP text model (SD1 architecture, causal, the real tokenizer, 77-token chunks): width "
         f"{clip['hidden_size']}, {clip['num_hidden_layers']} layers, {clip['num_attention_heads']} heads; "
         f"UNet (SD15 config): model_channels {unet['model_channels']}, channel_mult {unet['channel_mult']}, "
@@ -370,6 +372,10 @@ def model_card_markdown(card):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.card_only:
+        out_dir = Path(args.output_dir)
+        (out_dir / "MODEL_CARD.md").write_text(model_card_markdown(json.loads((out_dir / "model_card.json").read_text())))
+        return
     torch.set_num_threads(args.threads)
     trained = import_host()
     out_dir = Path(args.output_dir)

@@ -139,7 +139,7 @@ def _encode(clip, texts):
 @pytest.mark.host
 def test_a_sampled_batch_follows_its_prompts_on_every_attribute(report, demo):
     """32 prompts at the README's settings (euler, 20 steps, cfg 5): every attribute clearly
-    above chance, and not far below what the committed report measured on 64 prompts."""
+    above chance, and not far below what the committed report measured on its own 32 prompts."""
     measured = json.loads((REPO / "docs" / "demo_model" / "report.json").read_text())["full_cfg_adherence"]
     model, clip, vae = demo
     setting = report.Setting()

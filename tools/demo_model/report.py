@@ -54,7 +54,7 @@ GRID_COLUMNS = 8
 
 @dataclasses.dataclass
 class Setting:
-    prompts: int = 64
+    prompts: int = 32
     steps: int = 20
     cfg: float = 5.0
     seed: int = 2024

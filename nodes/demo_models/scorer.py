@@ -3,10 +3,12 @@
 Where a pixel analysis is exact for these pictures it is used: the **background** is the
 median colour of the picture's border, the **foreground mask** the pixels far from it, the
 **colour** the mean hue direction of the foreground (the texture's dark tone is the same
-hue), the **size** the mask's extent and the **position** its centroid. The shape **kind**
-and the fill **texture** come from a small CNN (``AttributeClassifier``) trained on the
-generator's ground truth and on VAE reconstructions by ``tools/demo_model/train_scorer.py``;
-its held-out accuracy is recorded beside its weights (``scorer_card.json``).
+hue), the **size** the mask's extent, the **position** its centroid and the fill
+**texture** the share and the layout of the dark-tone pixels inside the shape (none: plain;
+a fifth: dots; half, constant along the diagonal: stripes; half otherwise: checks). The
+shape **kind** comes from a small CNN (``AttributeClassifier``) trained on the generator's
+ground truth and on VAE reconstructions by ``tools/demo_model/train_scorer.py``; the whole
+scorer's held-out accuracy is recorded beside its weights (``scorer_card.json``).
 """
 import json
 from pathlib import Path
@@ -59,7 +61,7 @@ def analyse(image):
     mask = np.sqrt(((image - bg) ** 2).sum(-1)) > MASK_THRESHOLD
     result = {"background": background, "mask": mask, "image": image, "background_rgb": bg}
     if mask.sum() < 4:  # nothing drawn: no shape attribute can be read
-        result.update(colour=None, size=None, position=None)
+        result.update(colour=None, size=None, position=None, texture=None)
         return result
     pixels = image[mask]
     directions = pixels / np.maximum(pixels.max(1, keepdims=True), 1e-3)
@@ -70,11 +72,38 @@ def analyse(image):
     ys, xs = np.nonzero(mask)
     extent = max(np.percentile(xs, 98) - np.percentile(xs, 2), np.percentile(ys, 98) - np.percentile(ys, 2)) + 1
     result["size"] = "large" if extent > SIZE_THRESHOLD else "small"
+    result["texture"] = read_texture(image, mask)
     centre = np.array([xs.mean(), ys.mean()]) / shapes_data.IMAGE_SIZE
     position_names = list(shapes_data.POSITIONS)
     anchors = np.array([shapes_data.POSITIONS[p] for p in position_names])
     result["position"] = position_names[int(np.argmin(((anchors - centre) ** 2).sum(1)))]
     return result
+
+
+DARK_TONE = 0.75  # a pixel below this share of the shape's full brightness is the texture's dark tone
+PLAIN_AT_MOST, DOTS_AT_MOST = 0.08, 0.33  # dark share: plain ~0, dots ~0.19, stripes and checks ~0.5
+STRIPES_AT_LEAST = 0.85  # stripes keep their tone along the anti-diagonal; checks in ~62 % of the pairs
+
+
+def read_texture(image, mask):
+    """The fill texture from the dark-tone pixels inside the shape (its edge left out)."""
+    inner = mask.copy()
+    inner[1:] &= mask[:-1]
+    inner[:-1] &= mask[1:]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    if inner.sum() < 8:
+        return "plain"
+    brightness = image.max(-1)
+    dark = brightness < DARK_TONE * np.percentile(brightness[inner], 90)
+    share = dark[inner].mean()
+    if share <= PLAIN_AT_MOST:
+        return "plain"
+    if share <= DOTS_AT_MOST:
+        return "dots"
+    pairs = inner[1:, :-1] & inner[:-1, 1:]  # (y, x) with (y - 1, x + 1)
+    same = (dark[1:, :-1] == dark[:-1, 1:])[pairs].mean() if pairs.any() else 0.0
+    return "stripes" if same >= STRIPES_AT_LEAST else "checks"
 
 
 CROP = 40  # px around the shape's centroid the classifier sees (large shapes span <= 32 px)
@@ -93,8 +122,8 @@ def classifier_input(analysis):
 
 
 class AttributeClassifier(torch.nn.Module):
-    """Shape kind and fill texture from ``classifier_input``: four conv layers, global pooling
-    (so the position does not matter), one linear layer with a head per attribute."""
+    """The shape kind from ``classifier_input``: four conv layers, global max pooling (so the
+    position does not matter), one linear layer."""
 
     def __init__(self, width=32):
         super().__init__()
@@ -103,11 +132,10 @@ class AttributeClassifier(torch.nn.Module):
             layers += [torch.nn.Conv2d(channels, out, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2)]
             channels = out
         self.features = torch.nn.Sequential(*layers[:-1], torch.nn.AdaptiveMaxPool2d(1))
-        self.head = torch.nn.Linear(channels, len(shapes_data.KINDS) + len(shapes_data.TEXTURES))
+        self.head = torch.nn.Linear(channels, len(shapes_data.KINDS))
 
     def forward(self, x):
-        logits = self.head(self.features(x).flatten(1))
-        return logits[:, :len(shapes_data.KINDS)], logits[:, len(shapes_data.KINDS):]
+        return self.head(self.features(x).flatten(1))
 
 
 def load_classifier(weights_dir=WEIGHTS_DIR):
@@ -143,16 +171,10 @@ class AttributeScorer:
     def read(self, images):
         analyses = [analyse(image) for image in images]
         x = torch.from_numpy(np.stack([classifier_input(a) for a in analyses]))
-        kind_logits, texture_logits = [], []
-        for chunk in torch.split(x, 256):
-            k, t = self.classifier(chunk)
-            kind_logits.append(k)
-            texture_logits.append(t)
-        kinds = torch.cat(kind_logits).argmax(1).tolist()
-        textures = torch.cat(texture_logits).argmax(1).tolist()
+        kinds = torch.cat([self.classifier(chunk) for chunk in torch.split(x, 256)]).argmax(1).tolist()
         return [{"kind": shapes_data.KINDS[k], "colour": a["colour"], "background": a["background"],
-                 "size": a["size"], "position": a["position"], "texture": shapes_data.TEXTURES[t]}
-                for a, k, t in zip(analyses, kinds, textures)]
+                 "size": a["size"], "position": a["position"], "texture": a["texture"]}
+                for a, k in zip(analyses, kinds)]
 
     def adherence(self, images, attributes, names=SCORED_ATTRIBUTES):
         """{attribute: share of pictures read as their ``attributes`` say} (0..1)."""

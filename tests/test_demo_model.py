@@ -17,8 +17,7 @@ from shapefirst.nodes.demo_models import scorer, shapes_data
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "nodes" / "demo_models" / "weights"
 SCORER_MARGIN = 0.05  # fresh pictures may score this much below the recorded accuracy
-ADHERENCE_MARGIN = 0.15  # a 32-picture batch may score this much below the report's figure
-LEARNED_MARGIN = 0.15  # an attribute the report measured this far above chance counts as learned
+LEARNED_MARGIN = 0.12  # an attribute the report measured this far above chance counts as learned
 
 
 def test_the_generator_is_reproducible_and_keeps_the_held_out_combinations_out():
@@ -65,7 +64,8 @@ def test_the_scorer_keeps_its_recorded_accuracy_on_fresh_pictures():
         measured = read.adherence(images, attributes)
         for attribute, recorded in card["accuracy"][name].items():
             assert measured[attribute] >= recorded - SCORER_MARGIN, (name, attribute, measured[attribute], recorded)
-            assert measured[attribute] > 2 * scorer.chance_level(attribute), (name, attribute)
+            chance = scorer.chance_level(attribute)
+            assert measured[attribute] > chance + 0.5 * (1 - chance), (name, attribute)  # far above chance
 
 
 def test_a_missing_scorer_file_names_the_file_and_the_fix(tmp_path):
@@ -139,10 +139,11 @@ def _encode(clip, texts):
 
 @pytest.mark.host
 def test_a_sampled_batch_follows_its_prompts_where_the_report_says_it_does(report, demo):
-    """32 fresh prompts at the README's settings (euler, 20 steps, cfg 5). The committed model
+    """64 fresh prompts at the README's settings (euler, 20 steps, cfg 5). The committed model
     is undertrained (see its model card): the report measures which attributes it follows
-    clearly above chance (LEARNED_MARGIN); on those a fresh batch must too, not far below
-    the report's figure. The others are listed as not learned in the report and README."""
+    clearly above chance (LEARNED_MARGIN, on 192 pictures); on those a fresh batch must keep
+    at least 40 % of the report's lead over chance (a weak effect on 64 pictures moves by about
+    6 points). The others are listed as not learned in the report and README."""
     measured = json.loads((REPO / "docs" / "demo_model" / "report.json").read_text())["full_cfg_adherence"]
     model, clip, vae = demo
     setting = report.Setting()
@@ -150,15 +151,14 @@ def test_a_sampled_batch_follows_its_prompts_where_the_report_says_it_does(repor
     learned = [a for a, v in measured["adherence"].items() if v >= scorer.chance_level(a) + LEARNED_MARGIN]
     assert learned, "the report measured no attribute above chance"
     rng = np.random.default_rng(777)  # not the report's seed
-    attributes = [shapes_data.random_attributes(rng) for _ in range(32)]
+    attributes = [shapes_data.random_attributes(rng) for _ in range(64)]
     positive = _encode(clip, [shapes_data.canonical_caption(a) for a in attributes])
     negative = _encode(clip, [""] * len(attributes))
     images = report.sample(model, vae, positive, negative, dataclasses.replace(setting, seed=777), "euler", "normal")
     scored = scorer.AttributeScorer().adherence(images.numpy(), attributes)
     for attribute in learned:
         chance, expected = scorer.chance_level(attribute), measured["adherence"][attribute]
-        threshold = max(expected - ADHERENCE_MARGIN, chance + 0.5 * (expected - chance))
-        assert scored[attribute] >= threshold, (attribute, scored[attribute], expected, chance)
+        assert scored[attribute] >= chance + 0.4 * (expected - chance), (attribute, scored[attribute], expected, chance)
 
 
 @pytest.mark.host

@@ -18,6 +18,7 @@ HOST_FREE_MODULES = (
     "nodes/frequency/chart.py",
     "nodes/evaluation/__init__.py", "nodes/evaluation/metrics.py", "nodes/evaluation/paper_table.py",
     "nodes/performance/__init__.py", "nodes/demo_models/__init__.py",
+    "nodes/demo_models/shapes_data.py", "nodes/demo_models/scorer.py",
 )
 
 log = logging.getLogger("ShapeFirst")

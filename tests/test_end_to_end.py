@@ -102,7 +102,7 @@ def _run_demo(out_dir, *extra):
 
 
 def test_readme_demo_command_runs(host, tmp_path):
-    """The README's main-job command, shrunk: tiny model, CPU, a few steps; then another
+    """The README's main-job command, shrunk: the trained demo model, CPU, a few steps; then another
     workflow into the same folder: its images are labelled, the first run's are gone."""
     out_dir = tmp_path / "demo"
     done, report = _run_demo(out_dir)
@@ -111,7 +111,7 @@ def test_readme_demo_command_runs(host, tmp_path):
     assert sorted(i["label"] for i in report["images"]) == ["KSampler (cutoff)", "KSampler (full CFG)"]
     assert all(Path(i["file"]).exists() for i in report["images"])
     assert set(report["cutoff_vs_full_cfg"]) == {"L1", "PSNR", "SSIM"}
-    assert "time saved" in done.stdout and "tiny random-weight SD1.5-shaped model" in done.stdout
+    assert "time saved" in done.stdout and "the ShapeFirst demo model" in done.stdout
     first_images = [Path(i["file"]) for i in report["images"]]
 
     done, report = _run_demo(out_dir, "--workflow", "eos_only_vs_prompt_only")

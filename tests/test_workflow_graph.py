@@ -32,3 +32,22 @@ def test_an_untitled_sampler_labels_by_its_type_not_its_latent():
               "3": {"class_type": "VAEDecode", "inputs": {"samples": ["2", 0]}},
               "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0]}}}
     assert wg.label_images(prompt, "4", 1) == [("2", "KSampler")]
+
+
+def test_the_demo_model_replaces_sd1_loaders_and_prompts_but_not_sdxl():
+    prompt = _example("eos_switch_experiment")
+    demo = wg.use_demo_checkpoint(prompt)
+    assert prompt == _example("eos_switch_experiment")  # the argument is left as it was
+    types = [n["class_type"] for n in demo.values()]
+    assert wg.DEMO_CHECKPOINT in types and "CheckpointLoaderSimple" not in types
+    texts = [n["inputs"]["value"] for n in demo.values() if n["class_type"] == "PrimitiveStringMultiline"]
+    assert texts == list(wg.shapes_data.DEMO_PROMPTS[:2])  # two different prompts stay different
+    assert all(n["inputs"]["width"] == 64 for n in demo.values() if n["class_type"] == "EmptyLatentImage")
+    assert [n["inputs"]["text"] for n in demo.values() if n["class_type"] == "CLIPTextEncode"
+            and isinstance(n["inputs"]["text"], str)] == [""]  # the empty negative stays empty
+    table = wg.use_demo_checkpoint(_example("paper_table_evaluation"))
+    lines = next(n for n in table.values() if n["class_type"] == "ShapeFirstPaperTable")["inputs"]["prompts"].split("\n")
+    assert lines == list(wg.shapes_data.DEMO_PROMPTS[:3])
+    sdxl = wg.use_demo_checkpoint(_example("sdxl_cutoff"))
+    assert wg.DEMO_CHECKPOINT not in [n["class_type"] for n in sdxl.values()]
+    assert {"architecture": "sdxl", "seed": 0} in [n["inputs"] for n in sdxl.values() if n["class_type"] == wg.TINY_CHECKPOINT]

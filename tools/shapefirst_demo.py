@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run a ShapeFirst example workflow headless through ComfyUI and report the saving.
 
-    python tools/shapefirst_demo.py                      # tiny random model, CPU
+    python tools/shapefirst_demo.py                      # the pack's trained demo model, CPU
     python tools/shapefirst_demo.py --checkpoint v1-5-pruned-emaonly-fp16.safetensors --gpu
 
 Starts ComfyUI (found through --comfyui, $COMFYUI_PATH, the ComfyUI this pack sits in, or
@@ -41,14 +41,16 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefa
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
     p.add_argument("--checkpoint", help="checkpoint file name in your ComfyUI models/checkpoints "
-                                        "(default: a tiny random-weight model, images are noise)")
+                                        "(default: the pack's trained demo model, 64x64 px pictures of shapes, "
+                                        "with the prompts replaced by its captions; SDXL workflows: a tiny "
+                                        "random-weight SDXL-shaped model, images are noise)")
     p.add_argument("--comfyui", help="path of your ComfyUI folder (default: found as described above)")
     p.add_argument("--workflow", default=str(DEFAULT_WORKFLOW),
                    help="an example's name (e.g. sdxl_cutoff, paper_table_evaluation) or an API-format workflow file; "
                         "with a full-CFG KSampler beside one fed by ShapeFirstGuidanceCutoff both are timed and compared")
     p.add_argument("--steps", type=int, help="override the samplers' steps (default: the workflow's)")
     p.add_argument("--size", type=int, help="override the image width and height in pixels "
-                                        "(default: the workflow's; 256 for the tiny model, to keep CPU runs short)")
+                                        "(default: the workflow's; 64 for the demo model, 256 for the tiny model)")
     p.add_argument("--batch-size", type=int, help="override the batch size (default: the workflow's)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each variant (after one warm-up each)")
     p.add_argument("--gpu", action="store_true", help="let ComfyUI use its default device instead of --cpu")
@@ -92,10 +94,11 @@ def workflow_path(name):
 
 def prepare(args):
     prompt = headless.load_workflow(workflow_path(args.workflow))
-    prompt = wg.use_checkpoint(prompt, args.checkpoint) if args.checkpoint else wg.use_tiny_checkpoint(prompt)
+    prompt = wg.use_checkpoint(prompt, args.checkpoint) if args.checkpoint else wg.use_demo_checkpoint(prompt)
     if args.steps:
         prompt = wg.set_everywhere(prompt, steps=args.steps)
-    size = args.size or (None if args.checkpoint else TINY_MODEL_SIZE)
+    on_tiny = not args.checkpoint and bool(headless.nodes_of_type(prompt, wg.TINY_CHECKPOINT))
+    size = args.size or (TINY_MODEL_SIZE if on_tiny else None)
     if size:
         prompt = wg.set_everywhere(prompt, width=size, height=size)
     if args.batch_size:
@@ -159,6 +162,11 @@ def time_variants(server, prompt, variants, repeats):
 def model_description(args, prompt):
     if args.checkpoint:
         return args.checkpoint
+    if headless.nodes_of_type(prompt, wg.DEMO_CHECKPOINT):
+        texts = sorted({node["inputs"][name] for node in prompt.values() for class_type, name in wg.PROMPT_WIDGETS
+                        if node["class_type"] == class_type and str(node["inputs"].get(name, "")).strip()})
+        return ("the ShapeFirst demo model (trained here, 64x64 px pictures of one shape; prompts replaced by "
+                f"demo captions: {'; '.join(repr(t) for t in texts)})")
     shapes = sorted({node["inputs"]["architecture"].upper().replace("SD15", "SD1.5") for node in prompt.values()
                      if node["class_type"] == wg.TINY_CHECKPOINT})
     return f"tiny random-weight {' and '.join(shapes)}-shaped model (images are noise)"

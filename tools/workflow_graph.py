@@ -4,8 +4,14 @@ Every function returns a new prompt and leaves its argument as it was.
 """
 import copy
 
+from ..nodes.demo_models import shapes_data
+
 CHECKPOINT_LOADERS = ("CheckpointLoaderSimple",)
 TINY_CHECKPOINT = "ShapeFirstTinyCheckpoint"
+DEMO_CHECKPOINT = "ShapeFirstDemoCheckpoint"
+# Widgets that hold a prompt a user wrote: (node type, input), texts one per line.
+PROMPT_WIDGETS = (("CLIPTextEncode", "text"), ("PrimitiveStringMultiline", "value"),
+                  ("PrimitiveString", "value"), ("ShapeFirstPaperTable", "prompts"))
 
 
 def upstream(prompt, node_ids):
@@ -45,6 +51,42 @@ def use_tiny_checkpoint(prompt, seed=0):
             node["inputs"] = {"architecture": "sdxl" if "xl" in name else "sd15", "seed": seed}
             node.setdefault("_meta", {})["title"] = "Tiny Random Checkpoint (no checkpoint given)"
     return out
+
+
+def _is_sdxl_loader(node):
+    if node["class_type"] in CHECKPOINT_LOADERS:
+        return "xl" in str(node["inputs"].get("ckpt_name", "")).lower()
+    return node["class_type"] == TINY_CHECKPOINT and node["inputs"].get("architecture") == "sdxl"
+
+
+def use_demo_checkpoint(prompt):
+    """The trained demo model instead of SD1.x checkpoint loaders and SD1.5-shaped tiny
+    checkpoints, at its picture size (64 px), with each distinct prompt text replaced by a
+    demo caption (``shapes_data.DEMO_PROMPTS``, in order of appearance; empty texts stay
+    empty): the model knows only its captions' words. A workflow with an SDXL loader is
+    returned on the tiny SDXL-shaped model instead (the demo model is SD1.x only)."""
+    if any(_is_sdxl_loader(n) for n in prompt.values()):
+        return use_tiny_checkpoint(prompt)
+    out = copy.deepcopy(prompt)
+    replaced = {}
+
+    def demo_text(text):
+        if not text.strip():
+            return text
+        if text not in replaced:
+            replaced[text] = shapes_data.DEMO_PROMPTS[len(replaced) % len(shapes_data.DEMO_PROMPTS)]
+        return replaced[text]
+
+    for node in out.values():
+        if node["class_type"] in CHECKPOINT_LOADERS + (TINY_CHECKPOINT,):
+            node["class_type"] = DEMO_CHECKPOINT
+            node["inputs"] = {}
+            node.setdefault("_meta", {})["title"] = "ShapeFirst Demo Checkpoint (no checkpoint given)"
+        for class_type, name in PROMPT_WIDGETS:
+            value = node["inputs"].get(name)
+            if node["class_type"] == class_type and isinstance(value, str):
+                node["inputs"][name] = "\n".join(demo_text(line) for line in value.split("\n"))
+    return set_everywhere(out, width=shapes_data.IMAGE_SIZE, height=shapes_data.IMAGE_SIZE)
 
 
 def use_checkpoint(prompt, ckpt_name):

@@ -1,7 +1,8 @@
-"""A tiny random-weight checkpoint, to try graphs without downloading weights."""
+"""The demo checkpoints: the trained ShapeFirst demo model, and a tiny random-weight one for tests."""
 from comfy_api.latest import io
 
 from . import tiny as tiny_models
+from . import trained as trained_model
 
 
 class ShapeFirstTinyCheckpoint(io.ComfyNode):
@@ -37,4 +38,36 @@ class ShapeFirstTinyCheckpoint(io.ComfyNode):
                              tiny_models.tiny_vae(seed))
 
 
-NODES = [ShapeFirstTinyCheckpoint]
+class ShapeFirstDemoCheckpoint(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ShapeFirstDemoCheckpoint",
+            display_name="ShapeFirst Demo Checkpoint",
+            category="shapefirst",
+            description=(
+                "Loads the ShapeFirst demo model that ships with the pack: a small SD1.x-family "
+                "text-to-image model (UNet, causal CLIP text encoder with the real tokenizer, 8x VAE) "
+                "trained from scratch on 64x64 pictures of one shape: circle, square, triangle or "
+                "cross; red, green, blue or yellow; small or large; left, right, top, bottom or centre; "
+                "plain, striped, dotted or checkered; on a black, gray or white background. Prompt it "
+                "like 'a small red circle, striped, on the left, black background' at 64x64 px. It "
+                "makes the paper's effects visible without downloading a checkpoint."),
+            inputs=[],
+            outputs=[
+                io.Model.Output(tooltip="The demo diffusion model (SD1.x family, 64x64 px pictures, 8x8 latents)."),
+                io.Clip.Output(tooltip="The demo text encoder: SD1 CLIP architecture, 77-token chunks, small."),
+                io.Vae.Output(tooltip="The demo VAE (8x downscale, 4 latent channels)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls) -> io.NodeOutput:
+        try:
+            model, clip, vae = trained_model.load_demo_checkpoint()
+        except trained_model.DemoWeightsError as error:
+            raise ValueError(str(error)) from None
+        return io.NodeOutput(model, clip, vae)
+
+
+NODES = [ShapeFirstDemoCheckpoint, ShapeFirstTinyCheckpoint]

@@ -1,0 +1,1 @@
+"""Training, evaluation and report scripts of the ShapeFirst demo model (nodes/demo_models)."""

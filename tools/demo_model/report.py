@@ -40,6 +40,8 @@ REPO = pack_loader.REPO
 
 import torch  # noqa: E402
 
+from shapefirst.tools.demo_model import host  # noqa: E402
+
 from shapefirst.nodes.demo_models import scorer as scorer_module  # noqa: E402
 from shapefirst.nodes.demo_models import shapes_data  # noqa: E402
 
@@ -79,19 +81,6 @@ def parse_args(argv=None):
     p.add_argument("--output-dir", default=str(OUT_DIR))
     p.add_argument("--threads", type=int, default=1)
     return p.parse_args(argv)
-
-
-def import_host():
-    """The host on CPU (unless CUDA is present), its ``nodes`` importable, as main.py does."""
-    from shapefirst.tools import registry_host
-    comfyui = registry_host.find_or_set_up_comfyui(REPO)
-    sys.path.insert(0, str(comfyui))
-    import comfy.cli_args
-    if not torch.cuda.is_available():
-        comfy.cli_args.args.cpu = True
-    import comfy.model_management  # noqa: F401
-    import utils.install_util  # noqa: F401  (before `nodes`, as in main.py)
-    import nodes  # noqa: F401
 
 
 def node(class_name, module):
@@ -460,7 +449,7 @@ def readme_summary(report):
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    import_host()
+    host.import_host()
     setting = dataclasses.replace(QUICK if args.quick else Setting(), **({"prompts": args.prompts} if args.prompts else {}))
     model, clip, vae = node("ShapeFirstDemoCheckpoint", "nodes.demo_models.nodes").EXECUTE_NORMALIZED().result
     report = run(model, clip, vae, setting, args.output_dir)

@@ -33,12 +33,13 @@ pack_loader.load_pack()
 REPO = pack_loader.REPO
 
 import torch  # noqa: E402
+
+from shapefirst.tools.demo_model import host  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 from shapefirst.nodes.demo_models import shapes_data  # noqa: E402
-from shapefirst.tools import registry_host  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -69,12 +70,7 @@ def parse_args(argv=None):
 
 
 def import_host():
-    comfyui = registry_host.find_or_set_up_comfyui(REPO)
-    sys.path.insert(0, str(comfyui))
-    import comfy.cli_args
-    if not torch.cuda.is_available():
-        comfy.cli_args.args.cpu = True
-    import comfy.model_management  # noqa: F401
+    host.import_host()
     from shapefirst.nodes.demo_models import trained
     return trained
 

@@ -44,7 +44,7 @@ class ShapeFirstDemoCheckpoint(io.ComfyNode):
         return io.Schema(
             node_id="ShapeFirstDemoCheckpoint",
             display_name="ShapeFirst Demo Checkpoint",
-            category="shapefirst",
+            category="shapefirst/demo",
             description=(
                 "Loads the ShapeFirst demo model that ships with the pack: a small SD1.x-family "
                 "text-to-image model (UNet, causal CLIP text encoder with the real tokenizer, 8x VAE) "

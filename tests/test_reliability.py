@@ -864,8 +864,10 @@ def assert_same_clip_state(before, after):
 
 
 def test_t5_only_and_non_clip_text_encoders_in_the_eos_nodes(eos, tiny):
-    """SD3's text encoder loaded with T5 alone works (its rows are all T5); a text encoder of
-    a family the [EOS] tools do not know (PixArt's T5) is named, as is a missing one."""
+    """SD3's text encoder loaded with T5 alone works (its rows are all T5), and so does
+    PixArt's / Chroma's T5 (T5 rows, no pooled vector); a missing text encoder is named. (A
+    family the [EOS] tools do not know is named too: tests/test_eos_nodes.py, the LLM encoders
+    in tests/test_model_families.py.)"""
     import comfy.sd
     import comfy.supported_models_base
     import comfy.text_encoders.pixart_t5
@@ -889,10 +891,11 @@ def test_t5_only_and_non_clip_text_encoders_in_the_eos_nodes(eos, tiny):
     assert_same_clip_state(before, clip_state(sd3_t5))
 
     before = clip_state(pixart)
-    with pytest.raises(ValueError, match="connected to 'clip' is not supported"):
-        eos_split(eos, pixart, "a red cube")
-    with pytest.raises(ValueError, match="connected to 'clip' is not supported"):
-        eos_swap(eos, pixart, "a red cube", "a blue sphere")
+    full, eos_only, prompt_only, token_map = eos_split(eos, pixart, "a red cube")
+    assert torch.equal(full[0][0], nodes.CLIPTextEncode().encode(pixart, "a red cube")[0][0][0])
+    assert "T5-XXL" in token_map and not torch.equal(eos_only[0][0], full[0][0])
+    swapped = eos_swap(eos, pixart, "a red cube", "a blue sphere")
+    assert swapped[0][0].shape[-1] == full[0][0].shape[-1]
     assert_same_clip_state(before, clip_state(pixart))
     with pytest.raises(ValueError, match="'clip' input is None"):
         eos_split(eos, None, "a red cube")

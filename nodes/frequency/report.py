@@ -13,6 +13,8 @@ A payload is ``{"kind", "title", "panels", "points", "cutoff", ...}``:
 import json
 import math
 
+from ..guidance_cutoff import schedule as cs
+
 # Names shared with js/frequency_chart.js: the node's UI output key and the live events.
 UI_KEY = "shapefirst_frequency"
 EVENT_START = "shapefirst.frequency.start"
@@ -98,9 +100,8 @@ def cutoff_marker(guided_steps, total_steps, keep, sigma):
     """Where the sampler switched to one branch; None when it never did."""
     if guided_steps is None or guided_steps >= total_steps:
         return None
-    what = "text dropped" if keep == "uncond" else f"only the {keep} branch"
     return {"after_step": int(guided_steps), "keep": keep, "sigma": clean(sigma),
-            "label": f"{what} after step {guided_steps}"}
+            "label": f"{cs.after_cut_words(keep)} after step {guided_steps}"}
 
 
 def latent_label(shape):

@@ -191,13 +191,11 @@ class CutoffRun:
         3–11, text dropped after step 12 of 20; 11 of 40 UNet branch evaluations saved (27.5 %)",
         then where each end was (sigmas, kept branches)."""
         before, guided, total = self.steps_before_start(), self.guided_steps(), self.total_steps
-        what = "text unguided" if self.settings.keep_before_start == cs.KEEP_COND else "no text"
-        parts = [f"{what} for {_steps(0, before - 1)}"]
+        parts = [f"{cs.before_start_words(self.settings.keep_before_start)} for {_steps(0, before - 1)}"]
         if guided > before:
             parts.append(f"full CFG for {_steps(before, guided - 1)}")
         if self.dropped:
-            after = "text dropped" if self.settings.keep == cs.KEEP_UNCOND else "only the cond branch"
-            parts.append(f"{after} after step {guided} of {total}")
+            parts.append(f"{cs.after_cut_words(self.settings.keep)} after step {guided} of {total}")
         else:
             parts[-1] += f" of {total}"
         line = (f"{', '.join(parts)}; {self.single_evaluations} of {2 * self.evaluations} UNet branch "
@@ -374,13 +372,13 @@ def describe_plan(settings):
 def describe_window_plan(settings):
     """The plan with a guidance start, named like the run's summary: "text unguided for steps
     0–2, full CFG for steps 3–11, text dropped after step 12, ..." (in the mode's unit)."""
-    what = "text unguided" if settings.keep_before_start == cs.KEEP_COND else "no text"
+    what = cs.before_start_words(settings.keep_before_start)
     after = f"then only the {settings.keep} branch"
     mode = settings.cutoff_mode
     if mode == cs.MODE_STEPS:
         start, end = settings.guidance_start_step, settings.guided_steps
         return (f"{what} for {_steps(0, start - 1)}, full CFG for {_steps(start, end - 1)}, "
-                f"{'text dropped' if settings.keep == cs.KEEP_UNCOND else 'only the cond branch'} after step {end} "
+                f"{cs.after_cut_words(settings.keep)} after step {end} "
                 f"({after}; steps counted within the run's steps)")
     if mode == cs.MODE_FRACTION:
         return (f"{what} for the first {100 * settings.guidance_start_fraction:g}% of the steps, full CFG until "

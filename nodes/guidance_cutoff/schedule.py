@@ -240,6 +240,16 @@ def adaptive_floor_sigma(settings, schedule):
     return schedule[n - 1] if n > 0 else None
 
 
+def before_start_words(keep_before_start):
+    """What runs before the guidance start, as the summaries, plans and charts name it."""
+    return "text unguided" if keep_before_start == KEEP_COND else "no text"
+
+
+def after_cut_words(keep):
+    """What runs after the cutoff, as the summaries, plans and charts name it."""
+    return "text dropped" if keep == KEEP_UNCOND else f"only the {keep} branch"
+
+
 def paper_a(total_steps, guided_steps):
     """The paper's ``a``: how many final steps run without text."""
     return total_steps - guided_steps

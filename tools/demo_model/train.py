@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Train the ShapeFirst demo model from scratch and write its weights and model card.
 
-    python tools/demo_model/train.py                 # the committed weights' settings
+    python tools/demo_model/train.py                 # the committed weights' settings (4 min on an H200)
+    python tools/demo_model/train.py --minutes 5 --vae-minutes 2   # fit the stages into a time budget
     python tools/demo_model/train.py --time-only     # time 20 steps of each stage, train nothing
 
 Stage 1 trains the AutoencoderKL on the pictures of ``nodes/demo_models/shapes_data.py``
@@ -44,17 +45,21 @@ from shapefirst.nodes.demo_models import shapes_data  # noqa: E402
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--vae-steps", type=int, default=2000)
-    p.add_argument("--vae-batch", type=int, default=16)
-    p.add_argument("--vae-crop", type=int, default=32, help="train the VAE on random crops of this size (px)")
+    p.add_argument("--vae-steps", type=int, default=2353, help="VAE steps (at most, with --vae-minutes)")
+    p.add_argument("--vae-minutes", type=float, default=0, help="fit stage 1 in this many minutes, as --minutes")
+    p.add_argument("--vae-batch", type=int, default=64)
+    p.add_argument("--vae-crop", type=int, default=64, help="train the VAE on random crops of this size (px)")
     p.add_argument("--vae-lr", type=float, default=1e-3)
-    p.add_argument("--steps", type=int, default=3000, help="CLIP + UNet steps (at most, with --minutes)")
+    p.add_argument("--vae-pool", type=int, default=60000, help="pictures generated once for stage 1")
+    p.add_argument("--steps", type=int, default=2689, help="CLIP + UNet steps (at most, with --minutes)")
     p.add_argument("--minutes", type=float, default=0,
-                   help="fit stage 2 in this many minutes: after 30 steps the step count is fixed from the speed "
+                   help="fit stage 2 in this many minutes: after 30 steps the step count is fixed from the speed of steps 10-30 "
                         "(the model card records it; --steps with that count and no --minutes reproduces the run)")
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--batch", type=int, default=256)
     p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--dataset", type=int, default=8000, help="pictures encoded once for stage 2")
+    p.add_argument("--dataset", type=int, default=60000, help="pictures encoded once for stage 2")
+    p.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1),
+                   help="processes generating the pictures (the result does not depend on it)")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--seed", type=int, default=20261202)
     p.add_argument("--threads", type=int, default=1,
@@ -173,6 +178,36 @@ def encode_mean(autoencoder, x):
     return mean, logvar.clamp(-30, 20)
 
 
+CHUNK = 256  # pictures per generator seed: the pools do not depend on the number of workers
+
+
+def _chunk(job):
+    seed, count = job
+    images, captions, _ = shapes_data.batch(seed, count)
+    return images, captions
+
+
+def generate(first_seed, count, workers):
+    """``count`` pictures and captions, in chunks of CHUNK pictures seeded first_seed + offset,
+    made by ``workers`` processes (before CUDA starts: forked workers must not inherit it)."""
+    jobs = [(first_seed + i, min(CHUNK, count - i)) for i in range(0, count, CHUNK)]
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            parts = pool.map(_chunk, jobs)
+    else:
+        parts = [_chunk(job) for job in jobs]
+    return np.concatenate([p[0] for p in parts]), [c for p in parts for c in p[1]]
+
+
+def steps_in_budget(step_seconds, minutes, most):
+    """The step count that fits ``minutes`` at the measured speed, fixed before the warm-up ends
+    (the learning rate so far does not depend on it, so `--steps N` with the recorded N
+    reproduces the run). The callers time steps 10-30: the first steps carry the warm-up
+    (allocations, cuDNN's choices), which made the committed run's estimate 1.5-2x too slow."""
+    return max(31, min(most, int(minutes * 60 / step_seconds)))
+
+
 def random_crops(x, crop, generator):
     if crop >= x.shape[-1]:
         return x
@@ -187,15 +222,23 @@ def cosine_lr(step, total, base, warmup=100):
     return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def train_vae(autoencoder, args, log, steps):
+def train_vae(autoencoder, args, log, steps, pool):
     optimiser = torch.optim.AdamW(autoencoder.parameters(), lr=args.vae_lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(args.seed + 1)
+    pool = to_tensor(pool).to(DEVICE)
     autoencoder.train()
     history = []
     start = time.time()
-    for step in range(steps):
-        images, _, _ = shapes_data.batch(args.seed * 1000 + step, args.vae_batch)
-        x = random_crops(to_tensor(images), args.vae_crop, generator).to(DEVICE)
+    step = 0
+    while step < steps:
+        if step == 10:
+            tenth = time.time()
+        if args.vae_minutes and step == 30:
+            speed = (time.time() - tenth) / 20
+            steps = steps_in_budget(speed, args.vae_minutes, steps)
+            log(f"vae {speed:.3f} s/step: {steps} steps fit in {args.vae_minutes} minutes")
+        index = torch.randint(0, pool.shape[0], (args.vae_batch,), generator=generator).to(DEVICE)
+        x = random_crops(pool[index], args.vae_crop, generator)
         for group in optimiser.param_groups:
             group["lr"] = cosine_lr(step, steps, args.vae_lr)
         loss, parts = vae_loss(autoencoder, x)
@@ -207,8 +250,9 @@ def train_vae(autoencoder, args, log, steps):
         if step % 100 == 0 or step == steps - 1:
             recent = {k: float(np.mean([h[k] for h in history[-100:]])) for k in parts}
             log(f"vae step {step}/{steps} {recent} {time.time() - start:.0f}s")
+        step += 1
     autoencoder.eval()
-    return history
+    return history, steps
 
 
 @torch.no_grad()
@@ -231,16 +275,14 @@ def measure_vae(autoencoder, args):
 
 
 # ---------------------------------------------------------------- stage 2: CLIP + UNet
-def encode_dataset(autoencoder, args, log):
+def encode_dataset(autoencoder, pictures, log):
     """The stage-2 pictures: latent means and log-variances (sampled per step), captions."""
-    means, logvars, captions = [], [], []
-    chunk = 256
-    for i in range(0, args.dataset, chunk):
-        images, texts, _ = shapes_data.batch(args.seed * 7 + i, min(chunk, args.dataset - i))
-        mean, logvar = encode_mean(autoencoder, to_tensor(images).to(DEVICE))
+    images, captions = pictures
+    means, logvars = [], []
+    for i in range(0, len(captions), CHUNK):
+        mean, logvar = encode_mean(autoencoder, to_tensor(images[i:i + CHUNK]).to(DEVICE))
         means.append(mean)
         logvars.append(logvar)
-        captions.extend(texts)
     log(f"encoded {len(captions)} pictures")
     return torch.cat(means), torch.cat(logvars), captions
 
@@ -267,11 +309,11 @@ def train_text_to_image(unet_model, clip, tokens, data, scale_factor, args, log,
     diffusion.train()
     step = 0
     while step < steps:
+        if step == 10:
+            tenth = time.time()
         if args.minutes and step == 30:
-            # Fix the step count from the measured speed, before the warm-up ends: the learning
-            # rate so far does not depend on it, so `--steps N` with the recorded N reproduces the run.
-            speed = (time.time() - start) / 30
-            steps = max(31, min(steps, int(args.minutes * 60 / speed)))
+            speed = (time.time() - tenth) / 20
+            steps = steps_in_budget(speed, args.minutes, steps)
             log(f"{speed:.2f} s/step: {steps} steps fit in {args.minutes} minutes")
         index = torch.randint(0, means.shape[0], (args.batch,), generator=generator)
         z = means[index] + torch.randn(means[index].shape, generator=generator) * torch.exp(0.5 * logvars[index])
@@ -373,6 +415,16 @@ def main(argv=None):
         (out_dir / "MODEL_CARD.md").write_text(model_card_markdown(json.loads((out_dir / "model_card.json").read_text())))
         return
     torch.set_num_threads(args.threads)
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True  # a demo model: TF32's precision is plenty
+        torch.backends.cudnn.allow_tf32 = True
+    vae_steps, t2i_steps = (20, 20) if args.time_only else (args.vae_steps, args.steps)
+    if args.time_only:
+        args.dataset, args.vae_pool = min(args.dataset, 512), min(args.vae_pool, 512)
+    started = time.time()
+    vae_pool = None if args.skip_vae else generate(args.seed * 1000, args.vae_pool, args.workers)[0]
+    pictures = None if args.vae_only else generate(args.seed * 7, args.dataset, args.workers)
+    generate_seconds = time.time() - started
     trained = import_host()
     out_dir = Path(args.output_dir)
     log_lines = []
@@ -383,7 +435,8 @@ def main(argv=None):
         log_lines.append(line)
 
     device_name = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()}, {args.threads} threads)"
-    vae_steps, t2i_steps = (20, 20) if args.time_only else (args.vae_steps, args.steps)
+    log(f"generated {args.vae_pool if vae_pool is not None else 0} + {args.dataset if pictures else 0} pictures "
+        f"in {generate_seconds:.0f}s ({args.workers} workers)")
 
     autoencoder = trained.build_autoencoder()
     initialise(autoencoder, args.seed)
@@ -398,7 +451,8 @@ def main(argv=None):
         autoencoder.eval()
         vae_history = []
     else:
-        vae_history = train_vae(autoencoder, args, log, vae_steps)
+        vae_history, vae_steps = train_vae(autoencoder, args, log, vae_steps, vae_pool)
+        del vae_pool
     vae_seconds = time.time() - started
     vae_stats = measure_vae(autoencoder, args)
     log(f"vae: {vae_stats} in {vae_seconds:.0f}s")
@@ -409,6 +463,7 @@ def main(argv=None):
         save_file({k: v.detach().cpu().to(torch.float16).contiguous() for k, v in autoencoder.state_dict().items()},
                   str(out_dir / trained.VAE_FILE))
         phase = {"steps": vae_steps, "batch": args.vae_batch, "crop": args.vae_crop, "lr": args.vae_lr,
+                 "pool": args.vae_pool, "on": device_name,
                  "seconds": round(vae_seconds), "fresh_pictures": vae_stats,
                  "final_losses": {k: float(np.mean([h[k] for h in vae_history[-200:]])) for k in ("l1", "mse", "kl")}}
         card_path = out_dir / "vae_card.json"
@@ -432,14 +487,12 @@ def main(argv=None):
         f"{sum(p.numel() for p in unet_model.diffusion_model.parameters()) / 1e6:.2f}M; clip params (w/o embedding) "
         f"{sum(p.numel() for n, p in clip.cond_stage_model.named_parameters() if 'token_embedding' not in n) / 1e6:.2f}M; "
         f"vae params {sum(p.numel() for p in autoencoder.parameters()) / 1e6:.2f}M")
-    if args.time_only:
-        args.dataset = min(args.dataset, 512)
     started = time.time()
-    data = encode_dataset(autoencoder, args, log)
+    data = encode_dataset(autoencoder, pictures, log)
     encode_seconds = time.time() - started
     started = time.time()
     embedding, t2i_history, t2i_steps = train_text_to_image(unet_model, clip, tokens, data, scale_factor, args, log, t2i_steps)
-    args.steps = t2i_steps  # the count that ran (with --minutes, fixed after 30 steps)
+    args.steps, args.vae_steps = t2i_steps, vae_steps  # the counts that ran (with a budget, fixed after 30 steps)
     t2i_seconds = time.time() - started
     log(f"stage 2: {t2i_seconds:.0f}s")
     if args.time_only:
@@ -449,7 +502,9 @@ def main(argv=None):
     save_weights(out_dir, trained, unet_model, clip, embedding,
                  tokens.token_ids, scale_factor)
     card = {
-        "trained_on": device_name, "machine": f"shared machine, {os.cpu_count()} cores (other jobs ran at the same time)",
+        "trained_on": device_name,
+        "machine": (f"the project's GPU machine, {os.cpu_count()} CPU cores (shared)" if torch.cuda.is_available()
+                    else f"shared machine, {os.cpu_count()} cores (other jobs ran at the same time)"),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "torch": torch.__version__, "seed": args.seed,
         "settings": {k: v for k, v in vars(args).items() if k not in ("output_dir", "time_only")},

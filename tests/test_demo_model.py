@@ -139,11 +139,11 @@ def _encode(clip, texts):
 
 @pytest.mark.host
 def test_a_sampled_batch_follows_its_prompts_where_the_report_says_it_does(report, demo):
-    """64 fresh prompts at the README's settings (euler, 20 steps, cfg 5). The committed model
-    is undertrained (see its model card): the report measures which attributes it follows
-    clearly above chance (LEARNED_MARGIN, on 192 pictures); on those a fresh batch must keep
-    at least 40 % of the report's lead over chance (a weak effect on 64 pictures moves by about
-    6 points). The others are listed as not learned in the report and README."""
+    """64 fresh prompts at the README's settings (euler, 20 steps, cfg 5). The report measures
+    which attributes the model follows clearly above chance (LEARNED_MARGIN, on 384 pictures:
+    all but the texture, which its VAE loses); on those a fresh batch must keep at least half
+    of the report's lead over chance, so a broken loader, tokenizer or VAE fails. The others
+    are listed as not learned in the report and README."""
     measured = json.loads((REPO / "docs" / "demo_model" / "report.json").read_text())["full_cfg_adherence"]
     model, clip, vae = demo
     setting = report.Setting()
@@ -158,7 +158,7 @@ def test_a_sampled_batch_follows_its_prompts_where_the_report_says_it_does(repor
     scored = scorer.AttributeScorer().adherence(images.numpy(), attributes)
     for attribute in learned:
         chance, expected = scorer.chance_level(attribute), measured["adherence"][attribute]
-        assert scored[attribute] >= chance + 0.4 * (expected - chance), (attribute, scored[attribute], expected, chance)
+        assert scored[attribute] >= chance + 0.5 * (expected - chance), (attribute, scored[attribute], expected, chance)
 
 
 @pytest.mark.host

@@ -74,3 +74,19 @@ def test_the_frequency_trace_marks_the_same_step(freq, pack, model, conds, k):  
     steps = len(data["points"])
     assert [p["branches"] for p in data["points"]] == [2] * k + [1] * (steps - k)
     assert data["cutoff"]["after_step"] == k
+
+
+@pytest.mark.parametrize("k", [0, 2])
+def test_the_cutoff_guider_counts_the_minimum_the_same_way(pack, model, conds, latent, k):
+    """The Cutoff Guider (SamplerCustomAdvanced) with the same inputs: exactly k guided steps."""
+    from comfy_extras.nodes_custom_sampler import BasicScheduler, KSamplerSelect, RandomNoise, SamplerCustomAdvanced
+    nodes_module = pack["nodes.guidance_cutoff.nodes"]
+    recorded, calls = record_unet(model)
+    guider = nodes_module.ShapeFirstCutoffGuider.execute(
+        recorded, conds[0], conds[1], 7.5, cutoff_mode="adaptive", guided_steps=3, guided_fraction=0.5,
+        cutoff_sigma=1.0, keep="uncond", adaptive_threshold=HUGE, adaptive_min_steps=k, adaptive_max_steps=1000)
+    (sigmas,) = BasicScheduler().get_sigmas(model, SCHEDULER, STEPS, 1.0)
+    (sampler,) = KSamplerSelect().get_sampler("euler")
+    (noise,) = RandomNoise().get_noise(3)
+    SamplerCustomAdvanced().sample(noise, guider.result[0], sampler, sigmas, {"samples": latent})
+    assert [batch for batch, _, _ in calls] == [2 * latent.shape[0]] * k + [latent.shape[0]] * (STEPS - k)

@@ -200,12 +200,24 @@ def generate(first_seed, count, workers):
     return np.concatenate([p[0] for p in parts]), [c for p in parts for c in p[1]]
 
 
-def steps_in_budget(step_seconds, minutes, most):
-    """The step count that fits ``minutes`` at the measured speed, fixed before the warm-up ends
-    (the learning rate so far does not depend on it, so `--steps N` with the recorded N
-    reproduces the run). The callers time steps 10-30: the first steps carry the warm-up
-    (allocations, cuDNN's choices), which made the committed run's estimate 1.5-2x too slow."""
-    return max(31, min(most, int(minutes * 60 / step_seconds)))
+class StepBudget:
+    """Fits a stage into ``minutes`` (0: no budget): at step 30 the step count is fixed from the
+    speed of steps 10-30, before the warm-up of the learning rate ends (the rate so far does not
+    depend on it, so `--steps N` with the recorded N reproduces the run). The first steps carry
+    the warm-up (allocations, cuDNN's choices), which made the committed run's estimate from
+    steps 0-30 1.5-2x too slow."""
+
+    def __init__(self, minutes, stage, log):
+        self.minutes, self.stage, self.log, self.tenth = minutes, stage, log, None
+
+    def steps(self, step, steps):
+        if step == 10:
+            self.tenth = time.time()
+        if self.minutes and step == 30:
+            speed = (time.time() - self.tenth) / 20
+            steps = max(31, min(steps, int(self.minutes * 60 / speed)))
+            self.log(f"{self.stage} {speed:.3f} s/step: {steps} steps fit in {self.minutes} minutes")
+        return steps
 
 
 def random_crops(x, crop, generator):
@@ -229,14 +241,10 @@ def train_vae(autoencoder, args, log, steps, pool):
     autoencoder.train()
     history = []
     start = time.time()
+    budget = StepBudget(args.vae_minutes, "vae", log)
     step = 0
     while step < steps:
-        if step == 10:
-            tenth = time.time()
-        if args.vae_minutes and step == 30:
-            speed = (time.time() - tenth) / 20
-            steps = steps_in_budget(speed, args.vae_minutes, steps)
-            log(f"vae {speed:.3f} s/step: {steps} steps fit in {args.vae_minutes} minutes")
+        steps = budget.steps(step, steps)
         index = torch.randint(0, pool.shape[0], (args.vae_batch,), generator=generator).to(DEVICE)
         x = random_crops(pool[index], args.vae_crop, generator)
         for group in optimiser.param_groups:
@@ -307,14 +315,10 @@ def train_text_to_image(unet_model, clip, tokens, data, scale_factor, args, log,
     history = []
     start = time.time()
     diffusion.train()
+    budget = StepBudget(args.minutes, "t2i", log)
     step = 0
     while step < steps:
-        if step == 10:
-            tenth = time.time()
-        if args.minutes and step == 30:
-            speed = (time.time() - tenth) / 20
-            steps = steps_in_budget(speed, args.minutes, steps)
-            log(f"{speed:.2f} s/step: {steps} steps fit in {args.minutes} minutes")
+        steps = budget.steps(step, steps)
         index = torch.randint(0, means.shape[0], (args.batch,), generator=generator)
         z = means[index] + torch.randn(means[index].shape, generator=generator) * torch.exp(0.5 * logvars[index])
         x0 = z * scale_factor

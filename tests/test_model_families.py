@@ -394,3 +394,48 @@ def test_a_linked_cutoff_sigma_is_checked_when_the_node_runs(cutoff_nodes, model
         **{**CUTOFF_DEFAULTS, "guided_fraction": 2.0})
     with pytest.raises(ValueError, match="cutoff_sigma must be a noise level >= 0"):
         cutoff_node(cutoff_nodes, models["wan2.1-1.3b"], cutoff_mode="sigma", cutoff_sigma=-1.0)
+
+
+# ---------------------------------------------------------------- what the host has
+
+@pytest.mark.parametrize("family", [name for name, f in model_families.FAMILIES.items() if f.host_optional_keys])
+def test_builders_pass_the_keys_this_host_knows_and_only_those(host, family):
+    """The config the builders hand the host: every key that this host's model class knows, and
+    none it does not (ComfyUI 0.3.64's HunyuanVideo and Lumina 2 classes lack keys that 0.3.75's
+    take); the model builds from it on the meta device."""
+    known = model_families.host_parameter_names(model_families.FAMILIES[family].params_class)
+    written = model_families.unet_config(family, tiny=False)
+    passed = model_families.host_unet_config(family, tiny=False)
+    for key in model_families.FAMILIES[family].host_optional_keys:
+        assert (key in passed) == (key in known), key
+    assert {k: v for k, v in written.items() if k in passed} == passed
+    assert set(written) - set(passed) <= set(model_families.FAMILIES[family].host_optional_keys)
+    assert model_families.parameter_count(family, tiny=True) > 0
+
+
+def test_builders_drop_an_optional_key_that_the_host_class_lacks(host, monkeypatch):
+    """The detection itself, on a stand-in for an older host's dataclass and a newer one's."""
+    import dataclasses
+    import sys
+    import types
+
+    @dataclasses.dataclass
+    class Older:
+        in_channels: int
+
+    @dataclasses.dataclass
+    class Newer:
+        in_channels: int
+        use_cond_type_embedding: bool
+
+    module = types.ModuleType("shapefirst_fake_host_params")
+    module.Older, module.Newer = Older, Newer
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    family = model_families.FAMILIES["hunyuan-video"]
+    for cls, kept in (("Older", False), ("Newer", True)):
+        monkeypatch.setitem(model_families.FAMILIES, "hunyuan-video",
+                            dataclasses.replace(family, params_class=f"{module.__name__}:{cls}"))
+        config = model_families.host_unet_config("hunyuan-video", tiny=True)
+        assert ("use_cond_type_embedding" in config) == kept, cls
+        assert "vision_in_dim" not in config and config["hidden_size"] == 32
+    assert model_families.host_parameter_names("comfy.ldm.lumina.model:NextDiT") >= {"dim", "n_layers"}

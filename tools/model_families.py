@@ -40,6 +40,16 @@ class Family:
     # as a 4096-wide one would need a 4096-wide table for T5's 32 128 tokens)
     tiny_text_width: int = 0
     downscale: int = 8  # pixels per latent cell (Wan 2.2's VAE: 16)
+    # Keys of the unet config that newer hosts' model classes take and older ones do not know
+    # (HunyuanVideo 1.5's `use_cond_type_embedding` and `vision_in_dim`, after ComfyUI 0.3.64):
+    # passed only where the host's class that receives the config (`params_class`,
+    # "module:Class") has a field or parameter of that name. The values given here are what a host
+    # without the key does anyway, so the model is the same either way.
+    host_optional_keys: tuple = ()
+    params_class: str = ""
+    # the conditioning carries the text encoder's `attention_mask` (all ones: no padding), as
+    # Lumina 2's Gemma-2 encoder returns it; 0.3.64's Lumina 2 model takes its `num_tokens` from it
+    attention_mask: bool = False
 
 
 _MMDIT_COMMON = {"in_channels": 16, "patch_size": 2, "out_channels": 16, "input_size": None, "adm_in_channels": 2048,
@@ -112,14 +122,21 @@ FAMILIES = {
          "byt5": False, "guidance_embed": True, "use_cond_type_embedding": False, "vision_in_dim": None},
         "bfloat16", 848, 480, 33, text_rows=256, text_width=4096, pooled_width=768,
         extra_conditioning={"guidance": 6.0},
+        host_optional_keys=("use_cond_type_embedding", "vision_in_dim"),
+        params_class="comfy.ldm.hunyuan_video.model:HunyuanVideoParams",
         tiny_overrides={"hidden_size": 32, "num_heads": 2, "depth": 1, "depth_single_blocks": 1,
                         "axes_dim": [4, 6, 6], "mlp_ratio": 2.0}),
     "lumina2": Family(
         "Lumina Image 2.0 (2.6 B)", "Lumina2",
         {"image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 2304, "cap_feat_dim": 2304,
          "n_layers": 26, "qk_norm": True, "n_heads": 24, "n_kv_heads": 8, "axes_dims": [32, 32, 32],
-         "axes_lens": [300, 512, 512], "rope_theta": 10000.0, "ffn_dim_multiplier": 4.0},
+         "axes_lens": [300, 512, 512]},
+        # `rope_theta` and `ffn_dim_multiplier` are left to the host's NextDiT defaults, which are
+        # the released Lumina 2's in both hosts: 0.3.75 detects 10000.0 and 4.0 (of `dim`), its
+        # defaults; 0.3.64 detects neither: its rope is fixed at 10000.0 and its feed-forward starts
+        # from 4 * `dim` with no multiplier, the same width (there 4.0 would make an 8.3 B model)
         "bfloat16", 1024, 1024, 0, text_rows=256, text_width=2304, pooled_width=0,
+        attention_mask=True,
         tiny_overrides={"dim": 32, "n_layers": 1, "n_refiner_layers": 1, "n_heads": 2, "n_kv_heads": 1,
                         "axes_dims": [4, 6, 6], "multiple_of": 16}),
     "qwen-image": Family(
@@ -162,8 +179,35 @@ def dtype_name(name, tiny):
 
 
 def unet_config(name, tiny):
+    """The family's unet config as written here (every key, whatever the host knows)."""
     family = FAMILIES[name]
     return dict(family.unet_config, **(family.tiny_overrides if tiny else {}))
+
+
+def host_parameter_names(params_class):
+    """The field names of the host class "module:Class" that receives a unet config: a
+    dataclass's fields, else its constructor's keyword parameters. Needs the host importable."""
+    import dataclasses
+    import importlib
+    import inspect
+    module, _, name = params_class.partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    if dataclasses.is_dataclass(cls):
+        return {f.name for f in dataclasses.fields(cls)}
+    return set(inspect.signature(cls).parameters)
+
+
+def host_unet_config(name, tiny):
+    """The unet config this host's classes take: `unet_config` less the family's
+    `host_optional_keys` that the host's `params_class` does not have."""
+    family = FAMILIES[name]
+    config = unet_config(name, tiny)
+    if family.host_optional_keys:
+        known = host_parameter_names(family.params_class)
+        for key in family.host_optional_keys:
+            if key not in known:
+                config.pop(key, None)
+    return config
 
 
 # ---------------------------------------------------------------- weights
@@ -200,7 +244,7 @@ def model_config(name, tiny):
     """The host's model config object of the family, with its inference dtype set."""
     import torch
     import comfy.supported_models
-    config = getattr(comfy.supported_models, FAMILIES[name].config_class)(unet_config(name, tiny))
+    config = getattr(comfy.supported_models, FAMILIES[name].config_class)(host_unet_config(name, tiny))
     config.set_inference_dtype(getattr(torch, dtype_name(name, tiny)), None)
     return config
 
@@ -250,6 +294,8 @@ def random_inputs(name, tiny, batch, seed):
         extra = dict(family.extra_conditioning)
         if family.pooled_width:
             extra["pooled_output"] = torch.randn(1, family.pooled_width, generator=generator)
+        if family.attention_mask:
+            extra["attention_mask"] = torch.ones(1, rows, dtype=torch.long)
         return [[torch.randn(1, rows, width, generator=generator), extra]]
 
     positive, negative = cond(), cond()

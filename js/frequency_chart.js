@@ -355,9 +355,15 @@ class FrequencyChart {
   }
 }
 
+// The root graph: app.rootGraph (app.graph is deprecated in newer frontends; older ones may
+// lack rootGraph).
+function rootGraph() {
+  return app.rootGraph ?? app.graph;
+}
+
 // An execution id is the node id, or "outer:inner" for a node inside a subgraph.
 function nodeByExecutionId(executionId) {
-  let graph = app.graph;
+  let graph = rootGraph();
   let node = null;
   for (const part of String(executionId).split(":")) {
     node = graph?.getNodeById?.(part) ?? null;
@@ -368,7 +374,8 @@ function nodeByExecutionId(executionId) {
 }
 
 app.registerExtension({
-  name: "ShapeFirst.FrequencyChart",
+  // Under the pack's lower-case namespace: extensions with the same name replace each other.
+  name: "shapefirst.FrequencyChart",
 
   async setup() {
     api.addEventListener(EVENT_START, ({ detail }) => nodeByExecutionId(detail.node)?.shapefirstChart?.start(detail));

@@ -35,8 +35,9 @@ except ImportError:
     webdriver = None
 
 WORKFLOW = REPO / "example_workflows" / "frequency_trace_paper_setting.json"
-API_WORKFLOW = REPO / "example_workflows" / "frequency_trace_paper_setting.api.json"
+API_WORKFLOW = REPO / "example_workflows" / "api" / "frequency_trace_paper_setting.json"
 TRACE_TYPE = "ShapeFirstFrequencyTrace"
+EXTENSION = "shapefirst.FrequencyChart"  # js/frequency_chart.js, under the pack's lower-case namespace
 # The strip tick colours of js/frequency_chart.js (both branches / one branch).
 BOTH_BRANCHES_RGB = (255, 200, 0)
 ONE_BRANCH_RGB = (0, 200, 230)
@@ -125,8 +126,8 @@ def session(tmp_path_factory):
             driver.get(server.url)
             wait_for(lambda: driver.execute_script(
                 "const app = window.comfyAPI?.app?.app;"
-                "return !!(app?.graph && window.LiteGraph?.registered_node_types?.[arguments[0]]"
-                " && app.extensions?.some((e) => e.name === 'ShapeFirst.FrequencyChart'));", TRACE_TYPE),
+                "return !!((app?.rootGraph ?? app?.graph) && window.LiteGraph?.registered_node_types?.[arguments[0]]"
+                " && app.extensions?.some((e) => e.name === arguments[1]));", TRACE_TYPE, EXTENSION),
                 STARTUP_TIMEOUT, "the frontend and the ShapeFirst extension")
             yield driver, server
         finally:
@@ -149,7 +150,8 @@ def load_workflow(driver):
         const api = window.comfyAPI.api.api;
         (async () => {
             await app.loadGraphData(workflow);
-            const node = app.graph._nodes.find((n) => n.type === type);
+            const graph = app.rootGraph ?? app.graph;  // app.graph: deprecated, older frontends only
+            const node = graph._nodes.find((n) => n.type === type);
             app.canvas.ds.scale = 1;
             app.canvas.ds.offset = [40 - node.pos[0], 60 - node.pos[1]];
             app.canvas.setDirty(true, true);
@@ -161,23 +163,23 @@ def load_workflow(driver):
             const prompt = await app.graphToPrompt();  // the template as authored, for its twin
             // The test's host has no checkpoint: the tiny random model takes Load Checkpoint's
             // place, wired to the same inputs (as a user would swap a loader), ...
-            const loader = app.graph._nodes.find((n) => n.type === "CheckpointLoaderSimple");
+            const loader = graph._nodes.find((n) => n.type === "CheckpointLoaderSimple");
             const tiny = window.LiteGraph.createNode("ShapeFirstTinyCheckpoint");
             tiny.pos = [...loader.pos];
-            app.graph.add(tiny);
-            const linkOf = (id) => (app.graph.links.get ? app.graph.links.get(id) : app.graph.links[id]);
+            graph.add(tiny);
+            const linkOf = (id) => (graph.links.get ? graph.links.get(id) : graph.links[id]);
             loader.outputs.forEach((output, slot) => {
                 for (const id of [...(output.links ?? [])]) {
                     const link = linkOf(id);
-                    tiny.connect(slot, app.graph.getNodeById(link.target_id), link.target_slot);
+                    tiny.connect(slot, graph.getNodeById(link.target_id), link.target_slot);
                 }
             });
-            app.graph.remove(loader);
+            graph.remove(loader);
             // and at 128 px, which the tiny model samples on a CPU in seconds (512 px: minutes)
-            const empty = app.graph._nodes.find((n) => n.type === "EmptyLatentImage");
+            const empty = graph._nodes.find((n) => n.type === "EmptyLatentImage");
             for (const w of empty.widgets) if (w.name === "width" || w.name === "height") w.value = 128;
             // Queue the same prompt twice (the cache-hit check): no seed may change in between.
-            for (const n of app.graph._nodes) {
+            for (const n of graph._nodes) {
                 for (const w of n.widgets ?? []) if (w.name === "control_after_generate") w.value = "fixed";
             }
             app.canvas.setDirty(true, true);
@@ -199,13 +201,13 @@ def queue_and_wait(driver, node_id, server):
 def _queue_and_wait(driver, node_id):
     driver.execute_script("""
         const app = window.comfyAPI.app.app;
-        const chart = app.graph.getNodeById(arguments[0]).shapefirstChart;
+        const chart = (app.rootGraph ?? app.graph).getNodeById(arguments[0]).shapefirstChart;
         chart.clear();
         window.__shapefirstLive = 0;
         app.queuePrompt(0, 1);
     """, node_id)
     return wait_for(lambda: driver.execute_script("""
-        const chart = window.comfyAPI.app.app.graph.getNodeById(arguments[0]).shapefirstChart;
+        const chart = ((app) => app.rootGraph ?? app.graph)(window.comfyAPI.app.app).getNodeById(arguments[0]).shapefirstChart;
         if (chart.element.dataset.state !== "done") return null;
         return { points: Number(chart.canvas.dataset.points), both: Number(chart.canvas.dataset.bothBranches),
                  one: Number(chart.canvas.dataset.oneBranch), live: window.__shapefirstLive,
@@ -238,7 +240,7 @@ def test_example_runs_in_the_browser_and_the_chart_is_drawn(session, tmp_path):
     loaded = load_workflow(driver)
     assert "error" not in loaded, loaded
     assert loaded["output"] == json.loads(API_WORKFLOW.read_text()), \
-        "the UI example and its .api.json twin disagree: regenerate the twin from the UI file"
+        "the UI example and its API twin (example_workflows/api/) disagree: regenerate the UI file (tools/make_ui_workflows.py)"
     loaders = {node["class_type"] for node in loaded["swapped"].values()} & {"CheckpointLoaderSimple",
                                                                               "ShapeFirstTinyCheckpoint"}
     assert loaders == {"ShapeFirstTinyCheckpoint"}, loaders
@@ -260,7 +262,7 @@ def test_example_runs_in_the_browser_and_the_chart_is_drawn(session, tmp_path):
     assert result["cutoff"]["after_step"] == guided
 
     canvas = driver.execute_script(
-        "return window.comfyAPI.app.app.graph.getNodeById(arguments[0]).shapefirstChart.canvas;", loaded["node"])
+        "return ((app) => app.rootGraph ?? app.graph)(window.comfyAPI.app.app).getNodeById(arguments[0]).shapefirstChart.canvas;", loaded["node"])
     folder = screenshot_dir(tmp_path)
     driver.save_screenshot(str(folder / "frequency_trace_page.png"))
     chart_png = folder / "frequency_trace_chart.png"

@@ -37,8 +37,31 @@ def test_every_node_is_documented(server):
         assert len(tooltips) == len(definition["output"]) and all(tooltips), f"{name} outputs lack tooltips"
 
 
+def test_every_node_has_a_help_page(server):
+    """The frontend's node documentation panel reads WEB_DIRECTORY/docs/<NodeId>.md: each of our
+    nodes has a short page there, served by the host, and each picture it shows is there too."""
+    import re
+    import urllib.request
+
+    ours = sorted(name for name in server.get("/object_info") if name.startswith(SHAPEFIRST_PREFIX))
+    docs = REPO / "js" / "docs"
+    assert ours and sorted(p.stem for p in docs.glob("*.md")) == ours
+    for name in ours:
+        url = f"{server.url}/extensions/{headless.PACK_FOLDER_NAME}/docs/{name}.md"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            page = response.read().decode()
+        assert page == (docs / f"{name}.md").read_text()
+        assert page.startswith("# ") and 8 <= len(page.splitlines()) <= 80, f"{name}.md: a short page"
+        for picture in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page):
+            path = docs / picture
+            assert path.is_file() and path.stat().st_size < 150_000, f"{name}.md shows {picture}"
+            with urllib.request.urlopen(f"{server.url}/extensions/{headless.PACK_FOLDER_NAME}/docs/{picture}",
+                                        timeout=30) as response:
+                assert response.status == 200
+
+
 def _cutoff_prompt(guided_steps):
-    prompt = wg.use_tiny_checkpoint(headless.load_workflow(REPO / "example_workflows" / "sd15_cutoff_vs_full_cfg.api.json"))
+    prompt = wg.use_tiny_checkpoint(headless.load_workflow(REPO / "example_workflows" / "api" / "sd15_cutoff_vs_full_cfg.json"))
     prompt = wg.set_inputs(prompt, "EmptyLatentImage", width=64, height=64, batch_size=2)
     prompt = wg.set_inputs(prompt, "KSampler", steps=6)
     prompt = wg.set_inputs(prompt, "ShapeFirstGuidanceCutoff", cutoff_mode="guided steps", guided_steps=guided_steps)
@@ -102,17 +125,30 @@ def _run_demo(out_dir, *extra):
 
 
 def test_readme_demo_command_runs(host, tmp_path):
-    """The README's main-job command, shrunk: the trained demo model, CPU, a few steps; then another
-    workflow into the same folder: its images are labelled, the first run's are gone."""
+    """The README's first command, shrunk (4 steps, two pictures per prompt): the starter on the
+    trained demo model, CPU: full CFG, the cutoff and keep cond timed, a labelled grid with one row
+    per variant, one sentence per row; then another workflow into the same folder: its images are
+    labelled, the first run's (and its grid) are gone."""
+    from PIL import Image
+
     out_dir = tmp_path / "demo"
-    done, report = _run_demo(out_dir)
+    done, report = _run_demo(out_dir, "--batch-size", "2")
+    assert report["workflow"] == "shapefirst_starter_demo_model"
     assert any("text dropped after step 2 of 4" in line for line in report["cutoff"])
-    assert len(report["all_seconds"]["cutoff"]) == 1 and report["median_seconds"]["full CFG"] > 0
-    assert sorted(i["label"] for i in report["images"]) == ["KSampler (cutoff)", "KSampler (full CFG)"]
+    assert set(report["all_seconds"]) == {"full CFG", "cutoff", "keep cond"}
+    assert all(len(times) == 1 for times in report["all_seconds"].values()) and report["median_seconds"]["full CFG"] > 0
+    labels = [i["label"] for i in report["images"]]
+    assert len(labels) == 3 * 3 * 2 and "cutoff: red circle 2" in labels and "keep cond: green cross 1" in labels
     assert all(Path(i["file"]).exists() for i in report["images"])
-    assert set(report["cutoff_vs_full_cfg"]) == {"L1", "PSNR", "SSIM"}
+    assert {"L1", "PSNR", "SSIM"} <= set(report["cutoff_vs_full_cfg"]) and report["cutoff_vs_full_cfg"]["pairs"] == 6
+    assert report["keep_cond_vs_full_cfg"]["pairs"] == 6
+    with Image.open(report["grid"]) as grid:
+        assert grid.width > 6 * 128 and grid.height > 3 * 128  # three rows of six pictures, labelled
+    assert len(report["rows"]) == 3 and report["rows"][1].startswith("cutoff, keep uncond: ")
+    assert all(" of 6 pictures, the asked texture in " in row for row in report["rows"])
     assert "time saved" in done.stdout and "the ShapeFirst demo model" in done.stdout
-    first_images = [Path(i["file"]) for i in report["images"]]
+    assert all(row in done.stdout for row in report["rows"])
+    first_images = [Path(i["file"]) for i in report["images"]] + [Path(report["grid"])]
 
     done, report = _run_demo(out_dir, "--workflow", "eos_only_vs_prompt_only")
     labels = [i["label"] for i in report["images"]]

@@ -486,8 +486,12 @@ def test_token_map_names_every_encoder_and_row(tr, encoder):
 
 # --- example workflows -------------------------------------------------------------------
 
-UI_WORKFLOWS = sorted(path for path in (REPO / "example_workflows").glob("eos_*.json")
-                      if not path.name.endswith(".api.json"))
+UI_WORKFLOWS = sorted((REPO / "example_workflows").glob("eos_*.json"))
+
+
+def api_twin(path):
+    """The API-format twin of a UI example: example_workflows/api/<same name>."""
+    return path.parent / "api" / path.name
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 FRONTEND_ONLY = {"Note"}  # drawn by the frontend, never sent to the server
 
@@ -512,7 +516,7 @@ def widget_count(node_class):
 def test_both_example_workflows_exist():
     assert [path.name for path in UI_WORKFLOWS] == ["eos_only_vs_prompt_only.json", "eos_switch_experiment.json"]
     for path in UI_WORKFLOWS:
-        assert path.with_suffix(".api.json").is_file()
+        assert api_twin(path).is_file()
 
 
 @pytest.mark.parametrize("path", UI_WORKFLOWS, ids=lambda path: path.name)
@@ -535,7 +539,7 @@ def test_ui_workflow_nodes_exist_with_matching_widgets(pack, path):
 def test_api_twin_matches_node_inputs(pack, path):
     import nodes
     ui_types = sorted(node["type"] for node in json.loads(path.read_text())["nodes"] if node["type"] not in FRONTEND_ONLY)
-    api = json.loads(path.with_suffix(".api.json").read_text())
+    api = json.loads(api_twin(path).read_text())
     assert sorted(node["class_type"] for node in api.values()) == ui_types
     for node_id, node in api.items():
         spec = nodes.NODE_CLASS_MAPPINGS[node["class_type"]].INPUT_TYPES()

@@ -1,5 +1,7 @@
-"""Every example workflow: the UI file loads against the real node definitions, matches its
-API-format twin, has a thumbnail, and the twin runs headless on tiny models."""
+"""Every example workflow: the template list (the top of example_workflows/) holds only UI
+workflows, each loads against the real node definitions, matches its API-format twin in
+example_workflows/api/, has a thumbnail, and the twin runs headless on tiny models; the
+starter runs on the demo model as it ships."""
 import copy
 import json
 
@@ -12,8 +14,8 @@ from shapefirst.tools import headless, workflow_graph as wg
 pytestmark = pytest.mark.host
 
 EXAMPLES = REPO / "example_workflows"
-API_TWINS = sorted(EXAMPLES.glob("*.api.json"))
-UI_FILES = sorted(p for p in EXAMPLES.glob("*.json") if not p.name.endswith(".api.json"))
+API_TWINS = sorted((EXAMPLES / "api").glob("*.json"))
+UI_FILES = sorted(EXAMPLES.glob("*.json"))  # what the template browser lists
 
 
 @pytest.fixture(scope="module")
@@ -21,14 +23,34 @@ def object_info(server):
     return server.get("/object_info")
 
 
-def test_every_ui_workflow_has_an_api_twin_and_a_thumbnail():
+def test_the_template_list_holds_only_loadable_workflows():
+    """Every *.json at the top of example_workflows/ is a UI workflow (the frontend opens it as a
+    template), with an API twin in api/ and a thumbnail; every twin has its template."""
     assert len(UI_FILES) >= 6
     for ui in UI_FILES:
-        assert ui.with_name(ui.name.replace(".json", ".api.json")).exists(), ui.name
+        workflow = json.loads(ui.read_text())
+        assert isinstance(workflow.get("nodes"), list) and workflow["nodes"] and "links" in workflow, \
+            f"{ui.name} is not a UI workflow: the template browser would list it and fail to open it"
+        assert (EXAMPLES / "api" / ui.name).exists(), f"{ui.name} has no API twin in example_workflows/api/"
         thumbnail = ui.with_suffix(".jpg")
         assert thumbnail.exists(), f"{ui.name} has no thumbnail"
         with Image.open(thumbnail) as image:
             assert image.format == "JPEG" and min(image.size) >= 128
+    assert sorted(p.name for p in API_TWINS) == sorted(p.name for p in UI_FILES)
+    assert not list(EXAMPLES.glob("*.api.json"))
+    assert sorted(wg.example_names()) == sorted(p.stem for p in UI_FILES)
+
+
+def test_thumbnails_show_pictures_where_the_demo_model_runs():
+    """tools/make_ui_workflows.py makes each thumbnail from the workflow's output on the demo model
+    where it runs there, and says so in the JPEG; the examples the demo model cannot run (SDXL,
+    Wan, Chroma) get a drawing of their graph."""
+    for ui in UI_FILES:
+        with Image.open(ui.with_suffix(".jpg")) as image:
+            comment = image.info.get("comment", b"").decode()
+        family = ui.stem.startswith(("sdxl", "wan", "chroma"))
+        expected = "a drawing of the workflow's graph" if family else "output on the ShapeFirst demo model"
+        assert expected in comment, f"{ui.name}: thumbnail says {comment!r}"
 
 
 def _accepts(spec_type, link_type):
@@ -61,7 +83,7 @@ def test_ui_workflow_matches_the_node_definitions(path, object_info):
 @pytest.mark.parametrize("path", API_TWINS, ids=[p.stem for p in API_TWINS])
 def test_ui_workflow_is_the_api_twin(path, object_info):
     """Same nodes, widget values and links as the API file (layout aside)."""
-    ui = json.loads(path.with_name(path.name.replace(".api.json", ".json")).read_text())
+    ui = json.loads((EXAMPLES / path.name).read_text())
     expected = wg.api_to_ui(headless.load_workflow(path), object_info)
 
     def essence(workflow):
@@ -122,3 +144,38 @@ def test_api_twin_runs_headless_on_tiny_models(path, server):
     entry, _ = server.run(prompt)
     assert entry["status"]["status_str"] == "success"
     assert entry["outputs"], f"{path.name} produced no output"
+
+
+STARTER = "shapefirst_starter_demo_model"
+
+
+def test_the_starter_runs_on_the_demo_model_as_it_ships(server):
+    """No checkpoint to download: the starter runs as written, on the CPU, through the real
+    executor; it shows full CFG, the cutoff (keep uncond) and keep cond for each prompt, the
+    plan on both Guidance Cutoff nodes, a summary per cutoff run, and the frequency trace."""
+    prompt = headless.load_workflow(wg.api_path(STARTER))
+    prompt = wg.set_everywhere(prompt, batch_size=1)  # the pictures per prompt do not change the graph
+    assert {n["class_type"] for n in prompt.values()} >= {wg.DEMO_CHECKPOINT, "ShapeFirstGuidanceCutoff",
+                                                           "ShapeFirstFrequencyTrace"}
+    assert not [n for n in prompt.values() if n["class_type"] in wg.CHECKPOINT_LOADERS + ("UNETLoader",)]
+    keeps = sorted(n["inputs"]["keep"] for n in prompt.values() if n["class_type"] == "ShapeFirstGuidanceCutoff")
+    assert keeps == ["cond", "uncond"]
+    texts = {n["inputs"]["text"] for n in prompt.values() if n["class_type"] == "CLIPTextEncode"} - {""}
+    assert len(texts) >= 3 and texts <= set(wg.shapes_data.DEMO_PROMPTS)
+
+    log_before = len(server.log_text())
+    entry, _ = server.run(prompt)
+    assert entry["status"]["status_str"] == "success"
+    outputs = entry["outputs"]
+    saves = {prompt[i]["_meta"]["title"]: out["images"] for i, out in outputs.items()
+             if prompt[i]["class_type"] == "SaveImage"}
+    assert sorted(saves) == ["Save (cutoff)", "Save (full CFG)", "Save (keep cond)"]
+    assert all(len(images) == len(texts) for images in saves.values())  # one picture per prompt
+    plans = [outputs[i]["text"][0] for i, n in prompt.items() if n["class_type"] == "ShapeFirstGuidanceCutoff"]
+    assert len(plans) == 2 and all("50%" in plan for plan in plans) and plans[0] != plans[1]
+    trace = next(i for i, n in prompt.items() if n["class_type"] == "ShapeFirstFrequencyTrace")
+    chart = outputs[trace]["shapefirst_frequency"][0]
+    assert len(chart["points"]) == 20 and chart["cutoff"]["after_step"] == 10
+    summaries = [line for line in server.log_text()[log_before:].splitlines() if "ShapeFirst guidance cutoff:" in line]
+    # one summary per cutoff sampler (2 x the prompts), and the trace's run through the cutoff
+    assert len(summaries) >= 2 * len(texts) + 1, summaries

@@ -8,7 +8,7 @@ EXAMPLES = REPO / "example_workflows"
 
 
 def _example(name):
-    return json.loads((EXAMPLES / f"{name}.api.json").read_text())
+    return json.loads((EXAMPLES / "api" / f"{name}.json").read_text())
 
 
 def test_a_batch_of_samplers_is_labelled_in_imagebatch_order():
@@ -51,3 +51,22 @@ def test_the_demo_model_replaces_sd1_loaders_and_prompts_but_not_sdxl():
     sdxl = wg.use_demo_checkpoint(_example("sdxl_cutoff"))
     assert wg.DEMO_CHECKPOINT not in [n["class_type"] for n in sdxl.values()]
     assert {"architecture": "sdxl", "seed": 0} in [n["inputs"] for n in sdxl.values() if n["class_type"] == wg.TINY_CHECKPOINT]
+
+
+def test_the_starter_is_left_as_it_is_and_its_rows_are_labelled_through_latent_batches():
+    starter = _example("shapefirst_starter_demo_model")
+    assert wg.use_demo_checkpoint(starter) == starter  # already on the demo model: prompts kept
+    saves = {n["_meta"]["title"]: k for k, n in starter.items() if n["class_type"] == "SaveImage"}
+    labels = [label for _, label in wg.label_images(starter, saves["Save (cutoff)"], 6)]
+    assert labels == ["cutoff: red circle 1", "cutoff: red circle 2", "cutoff: blue square 1",
+                      "cutoff: blue square 2", "cutoff: green cross 1", "cutoff: green cross 2"]
+
+
+def test_latent_only_keeps_every_sampler_given():
+    starter = _example("shapefirst_starter_demo_model")
+    samplers = [k for k, n in starter.items() if n["class_type"] == "KSampler"][:3]
+    timed = wg.latent_only(starter, samplers, "t")
+    saves = [n["inputs"]["samples"][0] for n in timed.values() if n["class_type"] == "SaveLatent"]
+    assert saves == samplers
+    assert not [n for n in timed.values() if n["class_type"] in ("VAEDecode", "SaveImage", "ShapeFirstFrequencyTrace")]
+    assert wg.example_names()[0] == "adaptive_cutoff_guider" and wg.api_path("sdxl_cutoff").is_file()

@@ -3,8 +3,30 @@
 Every function returns a new prompt and leaves its argument as it was.
 """
 import copy
+from pathlib import Path
 
 from ..nodes.demo_models import shapes_data
+
+# The template browser lists every *.json at the top of example_workflows/ (UI format, a
+# same-name .jpg as its thumbnail); each one's API-format twin (what /prompt takes) lives in
+# example_workflows/api/ under the same name, out of the template list.
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "example_workflows"
+API_DIR = EXAMPLES_DIR / "api"
+
+
+def example_names():
+    """Names of the examples: one per API twin in example_workflows/api/."""
+    return sorted(path.stem for path in API_DIR.glob("*.json"))
+
+
+def api_path(name):
+    """The API-format twin of the example ``name`` (``example_workflows/api/NAME.json``)."""
+    return API_DIR / f"{name}.json"
+
+
+def ui_path(name):
+    """The UI-format template of the example ``name`` (``example_workflows/NAME.json``)."""
+    return EXAMPLES_DIR / f"{name}.json"
 
 CHECKPOINT_LOADERS = ("CheckpointLoaderSimple",)
 TINY_CHECKPOINT = "ShapeFirstTinyCheckpoint"
@@ -64,9 +86,12 @@ def use_demo_checkpoint(prompt):
     checkpoints, at its picture size (64 px), with each distinct prompt text replaced by a
     demo caption (``shapes_data.DEMO_PROMPTS``, in order of appearance; empty texts stay
     empty): the model knows only its captions' words. A workflow with an SDXL loader is
-    returned on the tiny SDXL-shaped model instead (the demo model is SD1.x only)."""
+    returned on the tiny SDXL-shaped model instead (the demo model is SD1.x only). A workflow
+    already on the demo model (and no other loader) is returned as it is, prompts and all."""
     if any(_is_sdxl_loader(n) for n in prompt.values()):
         return use_tiny_checkpoint(prompt)
+    if not any(n["class_type"] in CHECKPOINT_LOADERS + (TINY_CHECKPOINT,) for n in prompt.values()):
+        return copy.deepcopy(prompt)
     out = copy.deepcopy(prompt)
     replaced = {}
 
@@ -124,27 +149,32 @@ def feeds(prompt, source_id, target_class):
             and any(_is_link(v) and str(v[0]) == str(source_id) for v in node["inputs"].values())]
 
 
-def latent_only(prompt, sampler_id, filename_prefix):
-    """What ``sampler_id`` needs, ending in a SaveLatent: times sampling without decoding."""
-    out = subgraph(prompt, [sampler_id])
-    save_id = str(max(int(k) for k in prompt) + 1)
-    out[save_id] = {"class_type": "SaveLatent",
-                    "inputs": {"samples": [str(sampler_id), 0], "filename_prefix": filename_prefix}}
+def latent_only(prompt, sampler_ids, filename_prefix):
+    """What the sampler(s) need, each ending in a SaveLatent: times sampling without decoding.
+    ``sampler_ids``: one id or a list of them."""
+    ids = [str(sampler_ids)] if isinstance(sampler_ids, (str, int)) else [str(i) for i in sampler_ids]
+    out = subgraph(prompt, ids)
+    next_id = max(int(k) for k in prompt) + 1
+    for offset, sampler_id in enumerate(ids):
+        out[str(next_id + offset)] = {"class_type": "SaveLatent",
+                                      "inputs": {"samples": [sampler_id, 0], "filename_prefix": filename_prefix}}
     return out
 
 
 IMAGE_PASS_THROUGH = ("SaveImage", "PreviewImage", "VAEDecode", "VAEDecodeTiled", "ImageScale", "ImageScaleBy")
 IMAGE_INPUTS = ("images", "samples", "image")
+BATCHES = {"ImageBatch": ("image1", "image2"), "LatentBatch": ("samples1", "samples2")}  # first input's first
 
 
 def image_sources(prompt, node_id):
     """(node id, title) of the nodes whose images reach ``node_id``'s images, in the batch order
-    ComfyUI gives them (ImageBatch puts image1's images before image2's). Decoders and savers
+    ComfyUI gives them (ImageBatch and LatentBatch put their first input's images first). Decoders and savers
     are looked through, so a sampler titled "full" labels the images its VAEDecode makes."""
     node = prompt[str(node_id)]
-    if node["class_type"] == "ImageBatch":
-        return [source for name in ("image1", "image2") if _is_link(node["inputs"].get(name))
-                for source in image_sources(prompt, node["inputs"][name][0])]
+    for batch_type, names in BATCHES.items():
+        if node["class_type"] == batch_type:
+            return [source for name in names if _is_link(node["inputs"].get(name))
+                    for source in image_sources(prompt, node["inputs"][name][0])]
     if node["class_type"] in IMAGE_PASS_THROUGH:
         for name in IMAGE_INPUTS:
             if _is_link(node["inputs"].get(name)):

@@ -145,7 +145,8 @@ def test_readme_demo_command_runs(host, tmp_path):
     with Image.open(report["grid"]) as grid:
         assert grid.width > 6 * 128 and grid.height > 3 * 128  # three rows of six pictures, labelled
     assert len(report["rows"]) == 3 and report["rows"][1].startswith("cutoff, keep uncond: ")
-    assert all(" of 6 pictures, the asked texture in " in row for row in report["rows"])
+    assert all(" of 6 pictures have the asked kind, colour, size, position and background; " in row
+               for row in report["rows"])
     assert "time saved" in done.stdout and "the ShapeFirst demo model" in done.stdout
     assert all(row in done.stdout for row in report["rows"])
     first_images = [Path(i["file"]) for i in report["images"]] + [Path(report["grid"])]

@@ -139,7 +139,8 @@ def picture_rows(prompt, files):
         heads = ["full CFG"] + [f"text-free {round(100 * f)} %" for f in _fractions(table["text_free_fractions"])]
         saved = next(paths for node_id, paths in files.items() if prompt[node_id]["class_type"] == "SaveImage")
         captions = [line for line in table["prompts"].split("\n") if line.strip()]
-        return "grid", [(demo.short_caption(text), [(head, path) for head, path in zip(heads, saved[k * len(heads):])])
+        return "grid", [(demo.short_caption(text).replace(", ", ",\n"),
+                         [(head, path) for head, path in zip(heads, saved[k * len(heads):])])
                         for k, text in enumerate(captions)]
     cells = []
     for node_id in sorted(files, key=int):

@@ -318,47 +318,79 @@ _CAPTIONS = None
 SHAPE_WORDS = "kind, colour, size, position and background"
 
 
+PATTERN_AT_LEAST = 0.25  # contrast inside a shape above which a pattern is drawn (plain shapes: ~0.15)
+FAINTER_BELOW = 0.85  # a pattern under this share of full CFG's contrast is visibly fainter
+
+
+def pattern_contrast(image, analysis):
+    """How strong the pattern inside the shape is: (90th - 10th percentile) / 90th percentile of
+    the brightness of the shape's inner pixels (0: flat; stripes drawn in full: ~0.5)."""
+    import numpy as np
+
+    mask = analysis["mask"]
+    inner = mask.copy()
+    inner[1:] &= mask[:-1]
+    inner[:-1] &= mask[1:]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    if inner.sum() < 8:
+        return 0.0
+    brightness = image.max(-1)[inner]
+    top = np.percentile(brightness, 90)
+    return float((top - np.percentile(brightness, 10)) / max(top, 1e-3))
+
+
 def describe_rows(prompt, variants, images, summaries=()):
     """One sentence per variant (picture row) saying what its pictures show, read back by the
-    demo model's attribute scorer; [] when the prompts are not demo captions (another model)."""
+    demo model's attribute scorer (shape and texture as asked) and by the contrast of the pattern
+    inside each shape against full CFG's; [] when the prompts are not demo captions."""
     import numpy as np
     from PIL import Image
 
     from shapefirst.nodes.demo_models import scorer as demo_scorer
 
-    counts = {}
     reader = None
+    rows = {}  # variant -> [(short caption, shape ok, texture ok, pictures, mean contrast)] per prompt
     for name, samplers in variants.items():
-        shape = texture = total = 0
+        rows[name] = []
         for sampler in samplers:
-            attributes = caption_attributes(prompt_text(prompt, sampler))
+            text = prompt_text(prompt, sampler)
+            attributes = caption_attributes(text)
             pictures = _images_of(images, sampler)
             if attributes is None or not pictures:
                 return []
             reader = reader or demo_scorer.AttributeScorer()
             arrays = [np.asarray(Image.open(p["file"]).convert("RGB"), np.float32) / 255.0 for p in pictures]
-            for read in reader.read(arrays):
-                shape += all(read[a] == attributes[a] for a in demo_scorer.shapes_data.SHAPE_ATTRIBUTES)
-                texture += read["texture"] == attributes["texture"]
-                total += 1
-        counts[name] = (shape, texture, total)
-    full_texture = counts["full CFG"][1] / counts["full CFG"][2]
+            reads = reader.read(arrays)
+            shape = sum(all(r[a] == attributes[a] for a in demo_scorer.shapes_data.SHAPE_ATTRIBUTES) for r in reads)
+            texture = sum(r["texture"] == attributes["texture"] for r in reads)
+            contrast = float(np.mean([pattern_contrast(a, demo_scorer.analyse(a)) for a in arrays]))
+            caption = (f"{demo_scorer.shapes_data.texture_word(attributes['texture'])} {attributes['colour']} "
+                       f"{attributes['kind']}")
+            rows[name].append((caption, shape, texture, len(arrays), contrast))
+    full = rows["full CFG"]
     sentences = []
-    for name, (shape, texture, total) in counts.items():
-        said = (f"{ROW_LABELS.get(name, name).splitlines()[0]}: the asked {SHAPE_WORDS} in {shape} of {total} "
-                f"pictures, the asked texture in {texture} of {total}")
-        share = texture / total
+    for name, per_prompt in rows.items():
+        total = sum(n for *_, n, _ in per_prompt)
+        shape, texture = sum(r[1] for r in per_prompt), sum(r[2] for r in per_prompt)
+        said = (f"{ROW_LABELS.get(name, name).splitlines()[0]}: {shape} of {total} pictures have the asked "
+                f"{SHAPE_WORDS}; the scorer reads the asked texture in {texture} of {total} "
+                f"({', '.join(f'{c} {t} of {n}' for c, _, t, n, _ in per_prompt)})")
         if name == "full CFG":
-            said += " (the reference: the text guides every step)"
-        elif share < full_texture - 0.15:
-            said += (f", fewer than full CFG's {counts['full CFG'][1]}: on this model the texture is drawn in the "
-                     "late steps, which no longer see the text")
-        elif share > full_texture + 0.15:
-            said += f", more than full CFG's {counts['full CFG'][1]}"
+            flat = [c for c, *_, contrast in per_prompt if contrast < PATTERN_AT_LEAST]
+            said += "; the reference: the text guides every step"
+            if flat:
+                said += f"; no pattern is drawn on the {' or the '.join(flat)}"
         else:
-            said += f", about as many as full CFG's {counts['full CFG'][1]}"
-            if name == "keep cond":
-                said += ": the late steps still see the text (the cond branch), and it carries the texture"
+            notes = []
+            for (caption, *_, contrast), (_, *_, reference) in zip(per_prompt, full):
+                if reference < PATTERN_AT_LEAST:
+                    continue
+                ratio = contrast / reference
+                notes.append(f"{'fainter' if ratio < FAINTER_BELOW else 'as strong'} on the {caption} "
+                             f"({ratio:.0%} of full CFG's contrast)")
+            if notes:
+                said += "; the pattern inside the shape is " + " and ".join(notes)
         sentences.append(said + ".")
     return sentences
 

@@ -1,4 +1,7 @@
 """The fuzz matrix's drawing and oracles (no host needed)."""
+from dataclasses import replace
+
+from shapefirst.nodes.guidance_cutoff import schedule as cs
 from shapefirst.tools import fuzz_matrix as fm
 
 
@@ -16,8 +19,8 @@ def test_the_long_run_covers_every_choice():
     assert {c.scheduler for c in cases} == set(fm.SCHEDULERS)
     assert {c.mode for c in cases} == set(fm.MODES)
     assert {c.architecture for c in cases} == set(fm.ARCHITECTURES)
-    assert {p for c in cases for p in c.patches} == set(fm.PATCHES)
-    assert {c.batch for c in cases} == {1, 2, 3} and {c.keep for c in cases} == set(fm.KEEPS)
+    assert {p for c in cases for p in c.patches} == set(fm.PATCHES + fm.GUIDANCE_PATCHES)
+    assert {c.batch for c in cases} == {1, 2, 3} and {c.keep for c in cases} == set(cs.KEEP_CHOICES)
     assert any(c.cfg == 1.0 for c in cases) and any(c.denoise < 1.0 for c in cases)
 
 
@@ -66,10 +69,11 @@ def test_families_are_drawn_with_the_patches_that_apply_to_them():
     cases = fm.draw_cases(fm.DEFAULT_SEED, 0, 550)
     families = [c for c in cases if c.architecture in fm.FAMILY_ARCHITECTURES]
     assert {c.architecture for c in families} == set(fm.FAMILY_ARCHITECTURES)
-    assert all(set(c.patches) <= set(fm.FAMILY_PATCHES) and c.sampler in fm.FAMILY_SAMPLERS for c in families)
+    applies = set(fm.FAMILY_PATCHES + fm.GUIDANCE_PATCHES)
+    assert all(set(c.patches) <= applies and c.sampler in fm.FAMILY_SAMPLERS for c in families)
     more = [c for c in fm.draw_cases(fm.DEFAULT_SEED, 550, 1000) if c.architecture in fm.FAMILY_ARCHITECTURES]
     assert {c.sampler for c in families + more} == set(fm.FAMILY_SAMPLERS)
-    assert {p for c in families for p in c.patches} == set(fm.FAMILY_PATCHES)
+    assert {p for c in families for p in c.patches} == applies
     assert 0.2 < len(families) / len(cases) < 0.4
     # the families are drawn last: a UNet case keeps the combination its id always had
     assert "sag" in fm.draw_case(fm.DEFAULT_SEED, 40).patches and fm.draw_case(fm.DEFAULT_SEED, 40).architecture == "sdxl"
@@ -96,3 +100,85 @@ def test_before_start_is_one_way():
     assert fm.before_start([10.0, 6.0, 3.0, 7.0, 1.0], 6.0) == [True, False, False, False, False]
     assert fm.before_start([10.0, 6.0], None) == [False, False]
     assert fm.before_start([10.0, 9.0], 0.0) == [True, True]
+
+
+def _without_late_draws(monkeypatch, start, count):
+    monkeypatch.setattr(fm, "_late_draws", lambda rng, case: case)
+    return fm.draw_cases(fm.DEFAULT_SEED, start, count)
+
+
+def test_the_late_draws_keep_every_earlier_field_of_a_case_id(monkeypatch):
+    cases = fm.draw_cases(fm.DEFAULT_SEED, 0, 550)
+    before = _without_late_draws(monkeypatch, 0, 550)
+    for case, earlier in zip(cases, before):
+        # the patches drawn before stay; at most one guidance patch is added
+        added = set(case.patches) - set(earlier.patches)
+        assert {n: case.patches[n] for n in earlier.patches} == earlier.patches
+        assert len(added) <= 1 and added <= set(fm.GUIDANCE_PATCHES)
+        # a later keep only ever replaces "uncond" (the same branch without an empty prompt)
+        assert case.keep == earlier.keep or (earlier.keep == "uncond" and case.keep not in fm.KEEPS)
+        assert replace(case, negative="", cache={}, patches=earlier.patches, keep=earlier.keep) == earlier
+    assert sum(c != e for c, e in zip(cases, before)) > 200
+
+
+def test_the_failing_long_run_case_keeps_its_combination(monkeypatch):
+    """s20240531-c0224 as the long run reported it (the dpm_adaptive callback count)."""
+    (earlier,) = _without_late_draws(monkeypatch, 224, 1)
+    assert (earlier.architecture, earlier.sampler, earlier.scheduler, earlier.steps, earlier.denoise) == \
+        ("sd15", "dpm_adaptive", "normal", 4, 0.69)
+    assert (earlier.cfg, earlier.mode, earlier.cutoff, earlier.keep, earlier.noise_seed) == \
+        (7.5, "guided steps", {"guided_steps": 4}, "uncond", 1389071126)
+    assert earlier.start == {"guidance_start_step": 1, "keep_before_start": "uncond"}
+    assert earlier.patches == {"slg_simple": {"start_percent": 0.17, "end_percent": 0.26}}
+    assert "dpm_adaptive" in fm.STEP_SIZING_SAMPLERS and "dpm_fast" not in fm.STEP_SIZING_SAMPLERS
+
+
+def test_negative_prompts_are_drawn():
+    cases = fm.draw_cases(fm.DEFAULT_SEED, 0, 550)
+    negatives = [c for c in cases if c.negative]
+    assert {c.negative for c in negatives} == set(fm.NEGATIVE_PROMPTS)
+    assert 0.2 < len(negatives) / len(cases) < 0.4
+    # with every keep, on the UNets and the families, in the CI run's first 50 too
+    assert {c.keep for c in negatives} == set(cs.KEEP_CHOICES)
+    assert {c.architecture in fm.FAMILY_ARCHITECTURES for c in negatives} == {True, False}
+    assert any(c.negative for c in cases[:50])
+    assert f"negative={negatives[0].negative!r}" in negatives[0].describe()
+
+
+def test_caches_are_drawn_in_reach_of_the_cut():
+    cases = fm.draw_cases(fm.DEFAULT_SEED, 0, 550)
+    cached = [c for c in cases if c.cache]
+    assert {c.cache["node"] for c in cached} == set(fm.CACHES)
+    assert 0.15 < len(cached) / len(cases) < 0.35
+    for node in fm.CACHES:
+        mine = [c for c in cached if c.cache["node"] == node]
+        assert {c.keep for c in mine} >= {"uncond", "cond"}
+        # samplers that evaluate once per step (LazyCache delayed their cut), several per step, off-schedule
+        samplers = {c.sampler for c in mine}
+        assert samplers & {"euler", "euler_ancestral", "dpmpp_2m", "lms", "ipndm", "deis", "ddim", "uni_pc"}
+        assert samplers & {"heun", "heunpp2", "dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde"}
+        assert any(c.start for c in mine) and any(c.architecture in fm.FAMILY_ARCHITECTURES for c in mine)
+        assert {c.mode for c in mine} == set(fm.MODES)
+    assert any(c.cache["node"] == "LazyCache" and c.sampler in fm.OFF_SCHEDULE_SAMPLERS for c in cached)
+    for c in cached:
+        inputs = c.cache
+        assert set(inputs) == {"node", "reuse_threshold", "start_percent", "end_percent"}
+        assert 0.0 <= inputs["reuse_threshold"] <= 3.0
+        assert 0.0 <= inputs["start_percent"] <= inputs["end_percent"] <= 1.0
+    # the node's defaults are among them, and the CI run's first 50 hold both caches
+    assert any(c.cache["reuse_threshold"] == 0.2 and c.cache["start_percent"] == 0.15 for c in cached)
+    assert {c.cache["node"] for c in cases[:50] if c.cache} == set(fm.CACHES)
+    assert "cache={'node': " in cached[0].describe()
+
+
+def test_guidance_patches_are_drawn_with_their_inputs():
+    cases = fm.draw_cases(fm.DEFAULT_SEED, 0, 550)
+    drawn = [c for c in cases if set(c.patches) & set(fm.GUIDANCE_PATCHES)]
+    assert 0.2 < len(drawn) / len(cases) < 0.4
+    assert {p for c in cases[:50] for p in c.patches} & set(fm.GUIDANCE_PATCHES)
+    for c in drawn:
+        if "rescale_cfg" in c.patches:
+            assert 0.0 <= c.patches["rescale_cfg"]["multiplier"] <= 1.0
+        if "cfg_norm" in c.patches:
+            assert 0.0 < c.patches["cfg_norm"]["strength"] <= 1.5
+    assert "perpneg" not in fm.GUIDANCE_PATCHES  # (keep 'uncond' without the empty prompt: refused)

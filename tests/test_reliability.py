@@ -1,5 +1,6 @@
 """Reliability in the real host: a seeded fuzz matrix of samplers, schedules, cutoff
-settings and other patches; 100 runs without leaks or leaking state; interrupted runs;
+settings and other patches, negative prompts and the host's caches; 100 runs without leaks or
+leaking state; interrupted runs;
 the README's bad-input table. Tiny random-weight models, CPU.
 
 Replay one fuzz case: ``SHAPEFIRST_FUZZ_SEED=<seed> python -m pytest tests/test_reliability.py
@@ -61,6 +62,19 @@ def conds(clips, tiny):
                for arch, clip in clips.items()}, **families}
 
 
+@pytest.fixture(scope="module")
+def negatives(clips, tiny):
+    """A negative prompt's conditioning per drawn text (``fm.NEGATIVE_PROMPTS``): encoded for the
+    UNets; for the DiTs another random embedding of the family's shapes per text."""
+    import nodes
+    encode = nodes.CLIPTextEncode()
+    out = {}
+    for i, text in enumerate(fm.NEGATIVE_PROMPTS):
+        out.update({(arch, text): encode.encode(clip, text)[0] for arch, clip in clips.items()})
+        out.update({(family, text): tiny.family_inputs(family, seed=11 + i)[0] for family in fm.FAMILY_ARCHITECTURES})
+    return out
+
+
 def random_latent(case):
     """[batch, 4, 8, 8] for the UNets; a DiT or video family's own empty-latent shape (8x8, or
     2 frames of 6x8; Qwen-Image one frame)."""
@@ -102,6 +116,8 @@ class Evaluation:
         self.branches = branches  # (cond asked for, uncond asked for)
         self.calls = []  # UNet calls made for it: (batch, cond_or_uncond, spatial shape)
         self.extra = []  # UNet calls other patches made outside the slot after it (PAG, SAG, SLG)
+        self.forwards = 0  # of self.calls, those the diffusion model really ran (EasyCache skips some)
+        self.extra_forwards = 0  # the same of self.extra
         self.relative = None  # max over the batch of ||eps_c - eps_u|| / ||eps_u|| when both ran
 
     @property
@@ -122,6 +138,7 @@ class Recorder:
 
     def reset(self):
         self.events = []  # Evaluation or ("callback", step, x0, x)
+        self.predictions = []  # per evaluation the sampler asked for: (sigma, whether it reached the slot)
         self.schedule = None
         self.in_slot = False
         self.current = None
@@ -134,7 +151,18 @@ class Recorder:
     def callbacks(self):
         return [e for e in self.events if not isinstance(e, Evaluation)]
 
+    @property
+    def skipped_predictions(self):
+        """Evaluations a cache (LazyCache) answered without the slot: the sampler asked, no UNet ran."""
+        return sum(not ran for _, ran in self.predictions)
+
+    @property
+    def skipped_forwards(self):
+        """UNet calls whose diffusion model did not run (EasyCache answered from its cache)."""
+        return sum(len(e.calls) + len(e.extra) - e.forwards - e.extra_forwards for e in self.evaluations)
+
     def install(self, model):
+        import comfy.patcher_extension
         import comfy.samplers
         recorded = model.clone()
         previous = recorded.model_options.get("sampler_calc_cond_batch_function")
@@ -168,8 +196,29 @@ class Recorder:
             (self.current.calls if self.in_slot else self.current.extra).append(call)
             return apply_model(args["input"], args["timestep"], **args["c"])
 
+        def predict_noise(executor, x, timestep, *args, **kwargs):
+            before = len(self.events)
+            try:
+                return executor(x, timestep, *args, **kwargs)
+            finally:
+                ran = any(isinstance(e, Evaluation) for e in self.events[before:])
+                self.predictions.append((float(timestep.max()), ran))
+
+        def forward(executor, *args, **kwargs):
+            if self.in_slot:
+                self.current.forwards += 1
+            else:
+                self.current.extra_forwards += 1
+            return executor(*args, **kwargs)
+
         recorded.set_model_sampler_calc_cond_batch_function(slot)
         recorded.set_model_unet_function_wrapper(unet)
+        wrappers = comfy.patcher_extension.WrappersMP
+        # outermost around the evaluation (before LazyCache's), innermost around the diffusion
+        # model (after EasyCache's): what the sampler asked for, and what the model really ran
+        recorded.wrappers[wrappers.PREDICT_NOISE] = {"fuzz_recorder": [predict_noise],
+                                                    **recorded.wrappers.get(wrappers.PREDICT_NOISE, {})}
+        recorded.add_wrapper_with_key(wrappers.DIFFUSION_MODEL, "fuzz_recorder", forward)
         return recorded
 
     def callback(self, step, x0, x, total_steps):
@@ -187,9 +236,11 @@ def sample(model, positive, negative, latent, *, steps, cfg, sampler, scheduler,
 # ---------------------------------------------------------------- the host's other patches
 
 def apply_patches(case, model, positive, negative, control_net):
-    """The case's patches through the host nodes' own methods, as the executor calls them."""
+    """The case's patches through the host nodes' own methods, as the executor calls them;
+    its cache node last."""
     import nodes
-    from comfy_extras import nodes_apg, nodes_cfg, nodes_freelunch, nodes_pag, nodes_sag, nodes_slg
+    from comfy_extras import (nodes_apg, nodes_cfg, nodes_easycache, nodes_freelunch, nodes_mahiro,
+                              nodes_model_advanced, nodes_pag, nodes_sag, nodes_slg, nodes_tcfg)
     for name, p in sorted(case.patches.items()):
         if name == "pag":
             model = nodes_pag.PerturbedAttentionGuidance.execute(model, p["scale"]).result[0]
@@ -218,6 +269,20 @@ def apply_patches(case, model, positive, negative, control_net):
             (area,) = nodes.ConditioningSetArea().append(positive, p["width"], p["height"], p["x"], p["y"],
                                                          p["strength"])
             (positive,) = nodes.ConditioningCombine().combine(positive, area)
+        elif name == "rescale_cfg":
+            model = nodes_model_advanced.RescaleCFG().patch(model, p["multiplier"])[0]
+        elif name == "mahiro":
+            model = nodes_mahiro.Mahiro.execute(model).result[0]
+        elif name == "tcfg":
+            model = nodes_tcfg.TCFG.execute(model).result[0]
+        elif name == "cfg_norm":
+            model = nodes_cfg.CFGNorm.execute(model, p["strength"]).result[0]
+        else:
+            raise AssertionError(f"no host node for the drawn patch {name!r}")
+    if case.cache:
+        node = {"LazyCache": nodes_easycache.LazyCacheNode, "EasyCache": nodes_easycache.EasyCacheNode}
+        inputs = {k: v for k, v in case.cache.items() if k != "node"}
+        model = node[case.cache["node"]].execute(model, verbose=False, **inputs).result[0]
     return model, positive, negative
 
 
@@ -283,14 +348,17 @@ class StockRun:
     evaluations: list = None
     callbacks: list = None
     schedule: list = None
+    predictions: list = None
 
     def sample(self, model):
         return sample(model, self.positive, self.negative, self.latent, **self.run)
 
 
-def run_stock(case, models, conds, controlnets):
+def run_stock(case, models, conds, negatives, controlnets):
     """The case as ComfyUI runs it without ShapeFirst, recorded (SAG's own area failure kept)."""
     positive, negative = conds[case.architecture]
+    if case.negative:
+        negative = negatives[case.architecture, case.negative]
     model, positive, negative = apply_patches(case, models[case.architecture], positive, negative,
                                               controlnets[case.architecture])
     recorder = Recorder()
@@ -305,6 +373,7 @@ def run_stock(case, models, conds, controlnets):
             raise
         stock.error = error
     stock.evaluations, stock.callbacks, stock.schedule = recorder.evaluations, recorder.callbacks, recorder.schedule
+    stock.predictions = recorder.predictions
     recorder.reset()
     return stock
 
@@ -339,34 +408,48 @@ def refused_or_failing_as_stock(case, cs, settings, stock, patched_model, patch)
     return False
 
 
+def same_as_stock_until(evals):
+    """How many of the first evaluations a run shares with stock when its evaluations may
+    depend on the latent (LazyCache skips from what it measured): up to the first one-branch
+    evaluation, the run is stock's; its output is the first that differs."""
+    return next((i + 1 for i, e in enumerate(evals) if not e.full), len(evals))
+
+
 def check_evaluations(case, cs, settings, stock, evals, summary):
     """Which evaluations ran both branches, and that each ran exactly the UNet calls it should."""
     where, schedule, stock_evals = case.describe(), stock.schedule, stock.evaluations
     walks = case.sampler not in fm.OFF_SCHEDULE_SAMPLERS
     guided, ambiguous = expected_guided(cs, settings, schedule, evals)
     before = fm.before_start([e.sigma for e in evals], cs.start_sigma_for(settings, schedule))
+    # the evaluations compared with stock's, one by one: all of them, but with LazyCache only
+    # those before it can decide differently (it skips evaluations from the latent it measured)
+    aligned = same_as_stock_until(evals) if case.cache.get("node") == "LazyCache" else len(evals)
     if walks:
         # these samplers evaluate at sigmas fixed by the schedule, whatever the latent
-        assert [e.sigma for e in evals] == [e.sigma for e in stock_evals], f"{where}: evaluation sigmas differ"
+        assert [e.sigma for e in evals[:aligned]] == [e.sigma for e in stock_evals[:aligned]], \
+            f"{where}: evaluation sigmas differ"
+        if aligned == len(evals):
+            assert len(evals) == len(stock_evals), f"{where}: evaluation sigmas differ"
     if not ambiguous:
         got = [e.full for e in evals]
         sigmas = [e.sigma for e in evals]
         assert got == guided, (f"{where}: guided evaluations {got}, expected {guided} "
                                f"(sigmas {sigmas}, schedule {schedule}; {summary})")
     for i, evaluation in enumerate(evals):
+        walks_with_stock = walks and i < aligned
         if evaluation.full:
-            if walks:
+            if walks_with_stock:
                 assert evaluation.calls == stock_evals[i].calls, f"{where}: evaluation {i}: UNet calls differ"
         else:
             kept = settings.branch_before_start if before[i] else settings.kept_branch
             assert evaluation.branches == tuple(b == kept for b in (0, 1)), f"{where}: evaluation {i}"
             assert all(set(branches) == {kept} for _, branches, _ in evaluation.calls), \
                 f"{where}: evaluation {i} ran {evaluation.calls}, only branch {kept} expected"
-            if walks:
+            if walks_with_stock:
                 # the same calls as stock, each with half the rows: only the kept branch's
                 assert sorted(evaluation.calls) == fm.restrict_calls(stock_evals[i].calls, kept), \
                     f"{where}: evaluation {i}: {evaluation.calls} vs stock {stock_evals[i].calls}"
-        if walks:
+        if walks_with_stock:
             # patches that call the UNet themselves (PAG, SAG, SLG) still do, after the cutoff too
             assert evaluation.extra == stock_evals[i].extra, f"{where}: evaluation {i}: other patches' calls differ"
 
@@ -387,10 +470,54 @@ def check_trajectory_until_the_cut(where, recorder, stock_callbacks):
         index += 1
 
 
-def run_case(case, models, conds, controlnets, cutoff, cs):
+def check_cache(case, stock, recorder):
+    """The cache's own signature beside the cutoff (the same graph without the cutoff: stock).
+    Until the first one-branch evaluation the run is stock's, the cache's decisions included:
+    LazyCache skips the same evaluations (the sampler asks, no slot runs), EasyCache the same
+    diffusion-model forwards. After it the latent differs and so may what the cache decides
+    (s20240531-c0140: LazyCache skipped 1 evaluation in stock, 2 beside the cutoff), but where
+    stock skipped something the cache still does. (EasyCache is counted where the model runs its
+    DIFFUSION_MODEL wrappers: SD3's MMDiT does not in 0.3.75, and EasyCache never skips there.)"""
+    where, evals = case.describe(), recorder.evaluations
+    shared = same_as_stock_until(evals)  # evaluations shared with stock, the first one-branch one included
+    if case.cache["node"] == "LazyCache":
+        asked = [i for i, (_, ran) in enumerate(recorder.predictions) if ran]
+        until = asked[shared - 1] + 1 if shared else 0
+        assert recorder.predictions[:until] == stock.predictions[:until], \
+            f"{where}: LazyCache skipped {recorder.predictions[:until]}, stock {stock.predictions[:until]}"
+        if shared == len(evals):
+            assert recorder.predictions == stock.predictions, where
+        skipped = (sum(not ran for _, ran in stock.predictions), recorder.skipped_predictions)
+    else:
+        full_prefix = shared - (shared and not evals[shared - 1].full)
+        got = [(e.forwards, e.extra_forwards) for e in evals[:full_prefix]]
+        assert got == [(e.forwards, e.extra_forwards) for e in stock.evaluations[:full_prefix]], \
+            f"{where}: EasyCache ran other forwards than stock before the cut"
+        if not any(e.forwards for e in stock.evaluations):
+            return
+        stock_skipped = sum(len(e.calls) + len(e.extra) - e.forwards - e.extra_forwards for e in stock.evaluations)
+        skipped = (stock_skipped, recorder.skipped_forwards)
+    assert skipped[1] or not skipped[0], \
+        f"{where}: {case.cache['node']} skipped {skipped[0]} in stock, nothing beside the cutoff"
+
+
+def check_callbacks(case, run_state, recorder, stock):
+    """One callback per step, numbered from 0; as many as stock's, except where the sampler sizes
+    its steps from the latent (dpm_adaptive) and an evaluation differed from stock's (a dropped
+    branch: the cut, or the guidance start from the first step; case s20240531-c0224)."""
+    where = case.describe()
+    steps = [event[1] for event in recorder.callbacks]
+    assert steps == list(range(len(steps))), f"{where}: callback steps {steps}"
+    if case.sampler in fm.STEP_SIZING_SAMPLERS and run_state.single_evaluations:
+        assert steps, where
+        return
+    assert len(recorder.callbacks) == len(stock.callbacks), where
+
+
+def run_case(case, models, conds, negatives, controlnets, cutoff, cs):
     """Runs the case without and with the cutoff and checks every invariant that applies."""
     where = case.describe()
-    stock = run_stock(case, models, conds, controlnets)
+    stock = run_stock(case, models, conds, negatives, controlnets)
     settings = resolve_settings(cs, case, stock.schedule)
     patched_model, patch = cutoff.apply_cutoff(stock.model, settings)
     if refused_or_failing_as_stock(case, cs, settings, stock, patched_model, patch):
@@ -417,7 +544,9 @@ def run_case(case, models, conds, controlnets, cutoff, cs):
     assert run_state.full_evaluations == sum(e.full for e in evals), where
     assert run_state.single_evaluations == sum(not e.full for e in evals), where
     check_trajectory_until_the_cut(where, recorder, stock.callbacks)
-    assert len(recorder.callbacks) == len(stock.callbacks), where
+    check_callbacks(case, run_state, recorder, stock)
+    if case.cache:
+        check_cache(case, stock, recorder)
 
     if run_state.single_evaluations == 0:
         # the cutoff at or past the last step (or never reached): the stock sampler, bit for bit
@@ -435,14 +564,14 @@ def _fuzz_cases(start, count):
 
 
 @pytest.mark.parametrize("case", _fuzz_cases(0, CI_CASES))
-def test_fuzz_matrix(case, models, conds, controlnets, cutoff, cs):
-    run_case(case, models, conds, controlnets, cutoff, cs)
+def test_fuzz_matrix(case, models, conds, negatives, controlnets, cutoff, cs):
+    run_case(case, models, conds, negatives, controlnets, cutoff, cs)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", _fuzz_cases(CI_CASES, LONG_CASES))
-def test_fuzz_matrix_long(case, models, conds, controlnets, cutoff, cs):
-    run_case(case, models, conds, controlnets, cutoff, cs)
+def test_fuzz_matrix_long(case, models, conds, negatives, controlnets, cutoff, cs):
+    run_case(case, models, conds, negatives, controlnets, cutoff, cs)
 
 
 # ---------------------------------------------------------------- nodes, as a workflow runs them

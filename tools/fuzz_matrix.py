@@ -35,8 +35,12 @@ SAMPLERS = (
 OFF_SCHEDULE_SAMPLERS = ("dpm_fast", "dpm_adaptive")
 SCHEDULERS = ("simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal",
               "linear_quadratic", "kl_optimal")
-MODES = cs.MODES  # (the cutoff's own lists: a new mode or keep is drawn as soon as it exists)
-KEEPS = cs.KEEP_CHOICES
+MODES = cs.MODES  # (the cutoff's own list: a new mode is drawn as soon as it exists)
+# The keeps a case's id has always drawn, in their order (a longer list would move every later
+# draw of every case). keep_before_start draws from these too. A keep the cutoff adds later
+# ("negative", issue 21) is drawn last, in place of "uncond": LATE_KEEP_SHARE.
+KEEPS = ("uncond", "cond")
+LATE_KEEP_SHARE = 0.3
 
 # Other patches a user may have on the same model (the host's own nodes).
 PATCHES = ("pag", "sag", "slg", "slg_simple", "apg", "cfg_zero_star", "freeu", "controlnet", "area")
@@ -49,6 +53,23 @@ FAMILY_PATCHES = ("slg", "slg_simple", "apg", "cfg_zero_star")
 # dpm_adaptive sizes its own steps: on a random-weight DiT it takes minutes of CPU per case
 # (chroma, case s20240531-c0055: 100 s), so the families draw from the others.
 FAMILY_SAMPLERS = tuple(s for s in SAMPLERS if s != "dpm_adaptive")
+# dpm_adaptive sizes each step from its error estimate: once an evaluation differs from stock's,
+# so do its later steps and their number (dpm_fast's steps are fixed by the step count).
+STEP_SIZING_SAMPLERS = ("dpm_adaptive",)
+
+# Drawn after everything above (like the families and the guidance start), so a case id keeps
+# the combination its other fields had before these came in (issue 21: real graphs).
+# A negative prompt instead of the empty one, for this share of the cases.
+NEGATIVE_PROMPTS = ("blurry, low quality, watermark", "a blue sphere on grass")
+NEGATIVE_SHARE = 0.3
+# The host's caches (comfy_extras/nodes_easycache.py, 0.3.75): LazyCache skips whole
+# evaluations (a PREDICT_NOISE wrapper), EasyCache skips diffusion-model forwards per branch.
+CACHES = ("LazyCache", "EasyCache")
+CACHE_SHARE = 0.25
+# More of the host's guidance patches, on the model like PATCHES, for this share of the cases.
+# (PerpNeg is not drawn: keep='uncond' without an empty conditioning is to be refused.)
+GUIDANCE_PATCHES = ("rescale_cfg", "mahiro", "tcfg", "cfg_norm")
+GUIDANCE_SHARE = 0.3
 
 
 @dataclass(frozen=True)
@@ -68,6 +89,8 @@ class Case:
     patches: dict = field(hash=False)  # patch name -> its node inputs
     noise_seed: int = 0
     start: dict = field(hash=False, default_factory=dict)  # the guidance start's inputs ({}: none)
+    negative: str = ""  # the negative prompt's text ("": the empty prompt)
+    cache: dict = field(hash=False, default_factory=dict)  # {"node": one of CACHES, its inputs} or {}
 
     @property
     def case_id(self):
@@ -80,7 +103,8 @@ class Case:
         return (f"[{self.case_id}: SHAPEFIRST_FUZZ_SEED={self.seed} case {self.index}] {self.architecture} "
                 f"{self.sampler}/{self.scheduler} steps={self.steps} denoise={self.denoise} batch={self.batch} "
                 f"cfg={self.cfg} mode={self.mode!r} {self.cutoff} keep={self.keep} start={self.start or 'none'} "
-                f"patches={patches} noise_seed={self.noise_seed}")
+                f"patches={patches} negative={self.negative!r} cache={self.cache or 'none'} "
+                f"noise_seed={self.noise_seed}")
 
 
 def _rounded(rng, low, high, digits=2):
@@ -161,7 +185,38 @@ def _patch_inputs(rng, name):
             height = 24
         return {"width": width, "height": height, "x": 8 * rng.randint(0, (64 - width) // 8),
                 "y": 8 * rng.randint(0, (64 - height) // 8), "strength": _rounded(rng, 0.5, 1.5)}
+    if name == "rescale_cfg":
+        return {"multiplier": rng.choice([0.7, _rounded(rng, 0.0, 1.0)])}
+    if name == "cfg_norm":
+        return {"strength": rng.choice([1.0, _rounded(rng, 0.5, 1.5)])}
     return {}
+
+
+def _cache_inputs(rng):
+    """One of the host's caches with its inputs: the defaults (threshold 0.2 from 15 % to
+    95 %), or from the first step to the last, and thresholds up to the node's maximum (3.0),
+    so that the tiny models' few steps do get skipped."""
+    start = rng.choice([0.15, 0.0, _rounded(rng, 0.0, 0.5)])
+    return {"node": rng.choice(CACHES), "reuse_threshold": rng.choice([0.2, 1.0, 3.0, _rounded(rng, 0.05, 3.0)]),
+            "start_percent": start, "end_percent": rng.choice([0.95, 1.0, _rounded(rng, start, 1.0)])}
+
+
+def _late_draws(rng, case):
+    """The negative prompt, a cache, one more guidance patch and the keeps the cutoff added
+    after the first (in this order, after all the rest, so that adding one keeps the earlier
+    fields of every case id)."""
+    negative = rng.choice(NEGATIVE_PROMPTS) if rng.random() < NEGATIVE_SHARE else ""
+    cache = _cache_inputs(rng) if rng.random() < CACHE_SHARE else {}
+    patches = dict(case.patches)
+    if rng.random() < GUIDANCE_SHARE:
+        name = rng.choice(GUIDANCE_PATCHES)
+        patches[name] = _patch_inputs(rng, name)
+    # (two draws whatever the cutoff's keeps, so a draw added after this one does not move with them)
+    swap, which = rng.random(), rng.random()
+    keep, late_keeps = case.keep, [k for k in cs.KEEP_CHOICES if k not in KEEPS]
+    if swap < LATE_KEEP_SHARE and late_keeps and keep == "uncond":
+        keep = late_keeps[int(which * len(late_keeps))]
+    return replace(case, negative=negative, cache=cache, patches=patches, keep=keep)
 
 
 def draw_case(seed, index):
@@ -193,7 +248,8 @@ def draw_case(seed, index):
         case = replace(case, architecture=architecture, sampler=sampler,
                        patches={name: p for name, p in case.patches.items() if name in FAMILY_PATCHES})
     # drawn last, so every other field of a case id stays what it was before the start existed
-    return replace(case, start=_start_inputs(rng, mode, case.cutoff))
+    case = replace(case, start=_start_inputs(rng, mode, case.cutoff))
+    return _late_draws(rng, case)
 
 
 def draw_cases(seed, start, count):

@@ -62,17 +62,13 @@ def test_adaptive_bounds():
 
 def test_sigma_floor_index_bounds_the_evaluation():
     # before any callback: only the first step's sigma is known to be the floor
-    assert cs.sigma_floor_index(0, -1) == 0
-    # single-evaluation sampler after reporting step 3: the next evaluation is step 4
-    assert cs.sigma_floor_index(4, 3) == 4
-    # two-evaluation sampler: 8 evaluations, step 3 reported: its corrector is at >= sigma[4]
-    assert cs.sigma_floor_index(8, 3) == 4
-    # no callback seen: counting evaluations alone still bounds it
-    assert cs.sigma_floor_index(2, 100) == 3
+    assert cs.sigma_floor_index(-1) == 0
+    # after reporting step 3: the next evaluation is step 3's corrector or step 4, at >= sigma[4]
+    assert cs.sigma_floor_index(3) == 4
     # heunpp2's step k evaluates down to sigma[k + 2]: after step 3 was reported, its third
     # evaluation may be at sigma[5], so sigma[4] is no bound
-    assert cs.sigma_floor_index(11, 3, lookahead=2) == 5
-    assert cs.sigma_floor_index(0, -1, lookahead=2) == 1
+    assert cs.sigma_floor_index(3, lookahead=2) == 5
+    assert cs.sigma_floor_index(-1, lookahead=2) == 1
 
 
 def test_saved_share():
@@ -136,6 +132,11 @@ def test_next_sigma_and_the_decision():
     assert cs.next_sigma(walks, SCHEDULE, 3, 0) == cs.NextSigma(floor=SCHEDULE[1])
     assert cs.next_sigma(walks, SCHEDULE, 100, 100) == cs.NextSigma()  # past the schedule: nothing known
     assert cs.next_sigma(cs.SamplerTraits(), SCHEDULE, 0, -1) == cs.NextSigma()
+    # a cache skipped two whole evaluations (LazyCache): the callback still says which step is next
+    assert cs.next_sigma(one, SCHEDULE, 3, 4) == cs.NextSigma(exact=SCHEDULE[5])
+    assert cs.next_sigma(walks, SCHEDULE, 3, 4) == cs.NextSigma(floor=SCHEDULE[5])
+    # no callback came: the count of evaluations still places a one-evaluation-per-step sampler
+    assert cs.next_sigma(one, SCHEDULE, 3, -1) == cs.NextSigma(exact=SCHEDULE[3])
     cut = SCHEDULE[4]
     assert cs.decide(cut, cs.NextSigma(exact=SCHEDULE[3])) == cs.TEXT
     assert cs.decide(cut, cs.NextSigma(exact=cut)) == cs.NO_TEXT  # at the cutoff sigma: no text

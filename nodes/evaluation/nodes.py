@@ -71,7 +71,8 @@ class ShapeFirstPaperTable(io.ComfyNode):
                     "The paper's a as fractions of the steps that run without text, separated by commas. "
                     "0.5 of 20 steps: text for 10 steps, then none.")),
                 io.Combo.Input("keep", options=list(cs.KEEP_CHOICES), default=cs.KEEP_UNCOND,
-                               tooltip="Branch kept after the cutoff: 'uncond' is the paper's method."),
+                               tooltip=("Branch kept after the cutoff: 'uncond' is the paper's method (the empty prompt, which "
+                                        "this node encodes itself), 'cond' the prompt, 'negative' the negative prompt alone.")),
                 io.Int.Input("repeats", default=1, min=1, max=100,
                              tooltip="Timed runs of every prompt and variant; times are medians."),
                 io.ClipVision.Input("clip_vision", optional=True,
@@ -103,6 +104,7 @@ class ShapeFirstPaperTable(io.ComfyNode):
         require(paper_table.check_window(window_start_fraction, text_free_fractions))
         run = TableRun(model, vae, [_encode(clip, p) for p in prompt_list], _encode(clip, negative), seed, steps,
                        cfg, sampler_name, scheduler, _empty_latent(model, width, height))
+        run.empty = _encode(clip, "")  # the paper's unconditional, for keep 'uncond' (the negative may be set)
         run.add_cutoffs(paper_table.parse_fractions(text_free_fractions), keep, window_start_fraction)
         run.time_all(repeats)
         run.score(clip_vision_embedder(clip_vision))
@@ -136,6 +138,7 @@ class TableRun:
         self.models = [model]
         self.finished = {}  # variant -> its latest cutoff run, from the cutoff's report
         self.decoded = []  # per prompt, per variant: the images of its first timed run
+        self.empty = None  # the empty prompt's conditioning (keep 'uncond' evaluates it after the cut)
 
     def add_cutoffs(self, fractions, keep, window_start_fraction=0.0):
         """One cutoff variant per ``a``; with a window start, its window variant after it."""
@@ -151,7 +154,8 @@ class TableRun:
         variant = len(self.models)
         self.rows.append(row)
         patched, _ = cutoff_patch.apply_cutoff(self.models[0], settings,
-                                               report=lambda _, run, v=variant: self.finished.update({v: run}))
+                                               report=lambda _, run, v=variant: self.finished.update({v: run}),
+                                               empty_conditioning=self.empty)
         self.models.append(patched)
 
     def _sample(self, variant, positive):

@@ -34,8 +34,10 @@ WIDGETS = {
             "schedule (Wan 2.2's two experts): Sigma at Step gives the sigma of step N of the whole schedule.")),
     "keep": lambda default: io.Combo.Input("keep", options=list(cs.KEEP_CHOICES), default=default, tooltip=(
         "Which branch still runs after the cutoff. 'uncond' (the paper): only the unconditional "
-        "prediction, guidance weight 0. 'cond': only the conditional one, as Adaptive Guidance and "
-        "NGMS do, for comparison.")),
+        "prediction, guidance weight 0: the empty prompt connected to empty_conditioning, else ComfyUI's "
+        "uncond, which is your negative prompt (the plan and summary then say so). 'cond': only the "
+        "conditional one, as Adaptive Guidance and NGMS do, for comparison. 'negative': the negative "
+        "prompt alone, even with empty_conditioning connected.")),
     "adaptive_threshold": lambda default: io.Float.Input(
         "adaptive_threshold", default=default, min=0.0, max=10.0, step=0.005, tooltip=(
             "Mode 'adaptive': drop the text once ||eps_cond - eps_uncond|| / ||eps_uncond|| is below this "
@@ -76,7 +78,16 @@ WIDGETS = {
 def cutoff_inputs():
     """The inputs both nodes share, in the order the widgets appear."""
     defaults = cs.CutoffSettings()
-    return [WIDGETS[name](getattr(defaults, name)) for name in cs.INPUT_NAMES]
+    return [WIDGETS[name](getattr(defaults, name)) for name in cs.INPUT_NAMES] + [empty_conditioning_input()]
+
+
+def empty_conditioning_input():
+    # optional and last, so workflows saved before it existed load and run unchanged
+    return io.Conditioning.Input("empty_conditioning", optional=True, tooltip=(
+        "The empty prompt: a CLIP Text Encode with no text, from the same CLIP. The paper's unconditional "
+        "prediction is the empty prompt's, while ComfyUI's uncond branch is your negative prompt; with this "
+        "connected, keep 'uncond' evaluates the empty prompt after the cut (and before a guidance start). "
+        "Not connected: the negative prompt runs alone there (said in the plan and the summary)."))
 
 
 def validate_cutoff_inputs(**kwargs):
@@ -130,10 +141,11 @@ class ShapeFirstGuidanceCutoff(io.ComfyNode):
         return validate_cutoff_inputs(**kwargs)
 
     @classmethod
-    def execute(cls, model, **kwargs) -> io.NodeOutput:
+    def execute(cls, model, empty_conditioning=None, **kwargs) -> io.NodeOutput:
         settings = cs.settings_from_inputs(kwargs)
-        patched, _ = cutoff_patch.apply_cutoff(model, settings, progress_reporter(_node_id(cls)))
-        return io.NodeOutput(patched, ui=ui.PreviewText(cutoff_patch.describe_plan(settings)))
+        plan = cutoff_patch.describe_plan_on(model, settings, empty_conditioning is not None)
+        patched, _ = cutoff_patch.apply_cutoff(model, settings, progress_reporter(_node_id(cls)), empty_conditioning)
+        return io.NodeOutput(patched, ui=ui.PreviewText(plan))
 
 
 class ShapeFirstCutoffGuider(io.ComfyNode):
@@ -165,14 +177,14 @@ class ShapeFirstCutoffGuider(io.ComfyNode):
         return validate_cutoff_inputs(**kwargs)
 
     @classmethod
-    def execute(cls, model, positive, negative, cfg, **kwargs) -> io.NodeOutput:
+    def execute(cls, model, positive, negative, cfg, empty_conditioning=None, **kwargs) -> io.NodeOutput:
         settings = cs.settings_from_inputs(kwargs)
         require(cutoff_patch.check_negative(negative, cfg))
-        patched, _ = cutoff_patch.apply_cutoff(model, settings, progress_reporter(_node_id(cls)))
+        plan = cutoff_patch.describe_plan_on(model, settings, empty_conditioning is not None)
+        patched, _ = cutoff_patch.apply_cutoff(model, settings, progress_reporter(_node_id(cls)), empty_conditioning)
         guider = comfy.samplers.CFGGuider(patched)
         guider.set_conds(positive, negative)
         guider.set_cfg(cfg)
-        plan = cutoff_patch.describe_plan(settings)
         if cutoff_patch.is_cfg_one(cfg):
             plan = ("cfg is 1: ComfyUI evaluates only the conditional branch, so there is no second "
                     "branch to drop; the cutoff does nothing.")

@@ -1,6 +1,6 @@
 """The guidance cutoff at sampling time: which UNet branches run at each evaluation.
 
-Hooks (both written into a cloned ModelPatcher's model_options, never global):
+Hooks (all written into a cloned ModelPatcher's model_options, never global):
 - ``sampler_calc_cond_batch_function``: the host's one slot for computing the
   [cond, uncond] predictions. Inside the guided window it computes both as usual; before
   the guidance start (if one is set) and after the cutoff only one branch runs (half the
@@ -10,6 +10,13 @@ Hooks (both written into a cloned ModelPatcher's model_options, never global):
 - a ``SAMPLER_SAMPLE`` wrapper: runs once per sampler run, gives every run fresh state
   (the schedule, counters, adaptive measurements) in that run's own model_options,
   counts steps through the sampler callback and reports what happened at the end.
+- an ``OUTER_SAMPLE`` wrapper: hands the empty prompt (``empty_conditioning``, when given) to
+  the guider beside its positive and negative, so the host prepares it like the negative
+  (areas, ControlNet, model conds); after the cut it stands in the uncond slot: the paper's
+  unconditional, where ComfyUI's uncond is the graph's negative prompt.
+- a ``CALC_COND_BATCH`` wrapper: counts every branch evaluation of the run, the neighbours'
+  own passes (PAG, SAG, PerpNeg...) and a guider's own batch included, so the summary says
+  what really ran.
 """
 import logging
 import math
@@ -17,13 +24,21 @@ import math
 import torch
 
 import comfy.patcher_extension
+import comfy.sampler_helpers
 import comfy.samplers
 
+from . import neighbours as nb
 from . import schedule as cs
 from ..validation import require
 
 RUN_STATE_KEY = "shapefirst_guidance_cutoff"
 WRAPPER_KEY = "shapefirst_guidance_cutoff"
+WRAPPER_TYPES = ("SAMPLER_SAMPLE", "OUTER_SAMPLE", "CALC_COND_BATCH")
+EMPTY_PROMPT_KEY = "shapefirst_empty_prompt"  # the guider's conds key of the empty prompt
+
+NEGATIVE_ALONE = ("after the cut the graph's negative prompt runs alone (ComfyUI's unconditional branch is the "
+                  "negative prompt; the paper's is the empty prompt): connect a CLIP Text Encode of an empty prompt "
+                  "to empty_conditioning, or choose keep 'negative' to keep this on purpose.")
 
 log = logging.getLogger("ShapeFirst")
 
@@ -82,6 +97,12 @@ class CutoffRun:
         self.replaced_by = None  # the function that took the slot from the cutoff, if one did
         self.stopped = False  # interrupted or failed before the sampler finished
         self.guidance_trace = []  # adaptive: (sigma, [relative guidance per image]) per measured evaluation
+        self.empty_conds = None  # the empty prompt, prepared by the host, in the uncond slot (None: the negative)
+        self.neighbours = ()  # other nodes on the model whose behaviour changes after the cut
+        self.guider_name = None
+        self.branch_evaluations = 0  # every branch evaluated through the host's calc_cond_batch in this run
+        self.cache_skips = {}  # EasyCache / LazyCache: how many of their evaluations they skipped
+        self.cache_lost_its_branch = False  # EasyCache followed a branch that stopped at the cut
         if self.adaptive and self.adaptive_floor is None and self.total_steps:
             # adaptive_min_steps 0: nothing can be measured before the first evaluation
             self.dropped, self.drop_sigma = True, schedule[0]
@@ -160,6 +181,8 @@ class CutoffRun:
         return max(1, cs.guided_steps_below(self.schedule, self.start_seen_sigma))
 
     def summary(self, distilled=False):
+        """What really ran, in one paragraph: the plan as it happened, then one sentence each for the
+        empty or negative prompt, the evaluations the neighbours ran, and each neighbour that changes."""
         if self.replaced_by is not None:
             return (f"ShapeFirst guidance cutoff: not applied: {self.replaced_by}, from a node applied after "
                     f"Guidance Cutoff, took ComfyUI's calc_cond_batch slot (it holds one function). Apply "
@@ -172,19 +195,60 @@ class CutoffRun:
                       if distilled else "cfg is 1")
             return (f"ShapeFirst guidance cutoff: no-op, {reason}: ComfyUI evaluates only the conditional "
                     f"branch, so there is no second branch to drop. Use cfg > 1 to compare.")
+        if not self.evaluations and self.total_steps:
+            return self.bypassed_summary()
+        return " ".join([f"ShapeFirst guidance cutoff: {self.plan_as_run()}", *self.notes()])
+
+    def plan_as_run(self):
         saved = cs.saved_share(self.full_evaluations, self.single_evaluations)
         if self.before_start_evaluations:
-            return f"ShapeFirst guidance cutoff: {self.window_summary(saved)}"
+            return self.window_summary(saved)
         if not self.single_evaluations:  # (adaptive mode can decide after the last evaluation)
-            why = ("the guidance never fell below the threshold before the last evaluation" if self.adaptive
-                   else "the cutoff is at or past the last step")
-            return (f"ShapeFirst guidance cutoff: text kept for all {self.total_steps} steps "
-                    f"({why}): full guidance, nothing saved.")
+            if self.adaptive:
+                why = "the guidance never fell below the threshold before the last evaluation"
+            elif self.cut_sigma is None:
+                why = "the cutoff is at or past the last step"
+            else:
+                why = f"no evaluation ran at or below the cutoff's sigma {self.cut_sigma:.4g}"
+            return f"text kept for all {self.total_steps} steps ({why}): full guidance, nothing saved."
         guided = self.guided_steps()
-        return (f"ShapeFirst guidance cutoff: text dropped after step {guided} of {self.total_steps} "
+        return (f"text dropped after step {guided} of {self.total_steps} "
                 f"({self._where()}; paper's a = {cs.paper_a(self.total_steps, guided)}), "
-                f"keeping {self.settings.keep}; {self.single_evaluations} of "
+                f"keeping {self.kept_words()}; {self.single_evaluations} of "
                 f"{2 * self.evaluations} UNet branch evaluations saved ({100 * saved:.1f}%).")
+
+    def kept_words(self):
+        """The branch kept after the cut, with the prompt it really evaluated."""
+        if self.settings.keep == cs.KEEP_UNCOND:
+            return "uncond (the empty prompt)" if self.empty_conds is not None else "uncond (the negative prompt)"
+        return self.settings.keep
+
+    def notes(self):
+        """One sentence each: the prompt in the uncond slot, the neighbours' own evaluations and
+        caches, and what changes for each neighbour after the cut."""
+        notes = []
+        if self.single_evaluations and self.empty_conds is None and cs.uses_unconditional(self.settings):
+            notes.append(NEGATIVE_ALONE[0].upper() + NEGATIVE_ALONE[1:])
+        extra = self.branch_evaluations - self.full_evaluations * 2 - self.single_evaluations
+        if extra > 0:
+            by = nb.extra_pass_names(self.neighbours) or "other nodes on the model"
+            notes.append(f"Besides these, {extra} branch evaluations ran for {by} (not counted as saved or spent "
+                         f"by the cutoff).")
+        for name, skipped in self.cache_skips.items():
+            notes.append(f"{name} skipped {skipped} of the {self.total_steps} steps' model evaluations.")
+        if self.single_evaluations:
+            notes += [note for n in self.neighbours if (note := nb.after_cut_note(n, self.settings.keep))]
+            if self.cache_lost_its_branch:
+                notes.append(nb.EASYCACHE_LOST_BRANCH)
+        return notes
+
+    def bypassed_summary(self):
+        """No evaluation went through the cutoff: a guider that computes its batch itself."""
+        who = nb.guider_node_name(self.guider_name)
+        ran = (f" ({self.branch_evaluations} branch evaluations ran, all of them guided)"
+               if self.branch_evaluations else "")
+        return (f"ShapeFirst guidance cutoff: not applied: {who} computes its branches itself and never uses "
+                f"ComfyUI's calc_cond_batch slot, where the cutoff works{ran}. {nb.instead_of_guider(self.guider_name)}")
 
     def window_summary(self, saved):
         """The run with a guidance start, e.g. "text unguided for steps 0–2, full CFG for steps
@@ -216,13 +280,15 @@ class CutoffRun:
 
 
 class GuidanceCutoffPatch:
-    """Installed on a cloned ModelPatcher by :func:`apply_cutoff`. It holds settings only;
-    each run's state is a :class:`CutoffRun` in that run's model_options."""
+    """Installed on a cloned ModelPatcher by :func:`apply_cutoff`. It holds settings only (and
+    the empty prompt's conditioning, when given); each run's state is a :class:`CutoffRun` in that
+    run's model_options."""
 
-    def __init__(self, settings, previous_calc_cond_batch=None, report=None):
+    def __init__(self, settings, previous_calc_cond_batch=None, report=None, empty_conditioning=None):
         self.settings = settings
         self.previous_calc_cond_batch = previous_calc_cond_batch
         self.report = report
+        self.empty_conditioning = empty_conditioning
         self.last_run = None  # the latest finished run, for introspection (the nodes use ``report``)
 
     def __deepcopy__(self, memo):
@@ -233,11 +299,14 @@ class GuidanceCutoffPatch:
         # each run's model_options), so the clones can share it.
         return self
 
-    def _compute(self, args, conds):
+    def _compute(self, args, conds, single=False):
         """The branches in ``conds`` (None: not computed), by the function that was in the slot
-        before the cutoff or else by ComfyUI's own calc_cond_batch."""
-        if self.previous_calc_cond_batch is not None:
-            return self.previous_calc_cond_batch({**args, "conds": conds})
+        before the cutoff or else by ComfyUI's own calc_cond_batch. One branch alone skips
+        SkipLayerGuidanceDiTSimple's function: its layer-skipped uncond is guidance, which ends
+        with the text (it would otherwise become the kept prediction)."""
+        previous = self.previous_calc_cond_batch
+        if previous is not None and not (single and nb.is_skip_layer_simple(previous)):
+            return previous({**args, "conds": conds})
         return comfy.samplers.calc_cond_batch(args["model"], conds, args["input"], args["sigma"], args["model_options"])
 
     def evaluate_branches(self, args):
@@ -254,10 +323,13 @@ class GuidanceCutoffPatch:
         decision = run.plan(args["sigma"], known)
         if decision != cs.TEXT:
             before_start = decision == cs.BEFORE_START
-            keep = self.settings.branch_before_start if before_start else self.settings.kept_branch
+            keep_name = self.settings.keep_before_start if before_start else self.settings.keep
+            keep = cs.BRANCH_INDEX[keep_name]
             single = [None, None]
             single[keep] = conds[keep]
-            kept = self._compute(args, single)[keep]
+            if keep_name == cs.KEEP_UNCOND and run.empty_conds is not None:
+                single[keep] = run.empty_conds  # the paper's unconditional, in the uncond slot
+            kept = self._compute(args, single, single=True)[keep]
             run.count(single=True, before_start=before_start)
             return [kept, kept]
         out = self._compute(args, conds)
@@ -266,17 +338,39 @@ class GuidanceCutoffPatch:
             run.observe(args["sigma"], known, out[0], out[1], args["input"])
         return out
 
+    def outer_sample_wrapper(self, executor, *args, **kwargs):
+        """Before the host prepares the conds: the empty prompt joins the guider's conds for this
+        run only (``CFGGuider.sample`` rebuilds them from its own copy every run)."""
+        guider = executor.class_obj
+        conds = getattr(guider, "conds", None)
+        if self.empty_conditioning is not None and isinstance(conds, dict) and cs.uses_unconditional(self.settings):
+            # (the host's own conversion, as set_conds does it)
+            conds[EMPTY_PROMPT_KEY] = [c.copy() for c in comfy.sampler_helpers.convert_cond(self.empty_conditioning)]
+        return executor(*args, **kwargs)
+
+    def calc_cond_batch_wrapper(self, executor, model, conds, x, sigma, model_options, *args, **kwargs):
+        """Counts every branch evaluation of the run: the cutoff's own and the neighbours'."""
+        run = model_options.get(RUN_STATE_KEY)
+        if run is not None:
+            run.branch_evaluations += sum(c is not None for c in conds)
+        return executor(model, conds, x, sigma, model_options, *args, **kwargs)
+
     def sampler_sample_wrapper(self, executor, guider, sigmas, extra_args, callback, *args, **kwargs):
         schedule = sigmas.detach().float().cpu().tolist()  # once per run, before any step
         run = CutoffRun(self.settings, schedule, traits_of(executor.class_obj, guider))
         model_options = extra_args["model_options"]  # this run's own copy (CFGGuider.inner_sample)
         require(check_run_inputs(self.settings, run, guider, model_options))
+        run.neighbours = nb.find_neighbours(model_options, self.previous_calc_cond_batch)
+        require(nb.refusal(run.neighbours, self.settings))
+        run.guider_name = type(guider).__name__
+        run.empty_conds = _empty_in_uncond_slot(guider)
         slot = model_options.get("sampler_calc_cond_batch_function")
         if slot != self.evaluate_branches:  # a later patch overwrote the one slot: say so, don't pretend
             run.replaced_by = getattr(slot, "__qualname__", repr(slot))
         # beside, not inside, transformer_options: those reach the UNet, and a compiled UNet
         # would recompile when their size changes
         model_options[RUN_STATE_KEY] = run
+        caches = nb.cache_holders(model_options)
 
         def step_counter(step, x0, x, total_steps):
             run.last_reported_step = step
@@ -289,12 +383,38 @@ class GuidanceCutoffPatch:
             run.stopped = True
             raise
         finally:
+            # (read before EasyCache's own wrapper, outside this one, resets its count)
+            run.cache_skips = {name: holder.total_steps_skipped for name, holder in caches}
+            run.cache_lost_its_branch = any(
+                not nb.cache_follows(holder, _kept_uuids(guider, self.settings.keep)) for _, holder in caches)
             self.last_run = run
             distilled = _is_guidance_distilled(guider)
             message = run.summary(distilled)
             log.info(message)
             if self.report is not None:
                 self.report(message, run)
+
+
+def _kept_uuids(guider, keep):
+    """The uuids of the conds that run after the cut (the empty prompt carries the negative's)."""
+    conds = getattr(guider, "conds", None)
+    if not isinstance(conds, dict):
+        return set()
+    kept = conds.get("positive" if keep == cs.KEEP_COND else "negative") or []
+    return {c.get("uuid") for c in kept if isinstance(c, dict)}
+
+
+def _empty_in_uncond_slot(guider):
+    """The empty prompt's conds as the host prepared them for this run (None: not given), under
+    the negative prompt's uuid: the uncond slot keeps its identity for the caches that follow a
+    branch by uuid (EasyCache decides from the first branch of the batch)."""
+    conds = getattr(guider, "conds", None)
+    empty = conds.get(EMPTY_PROMPT_KEY) if isinstance(conds, dict) else None
+    if not empty:
+        return None
+    negative = conds.get("negative") or []
+    uuid = negative[0].get("uuid") if negative and isinstance(negative[0], dict) else None
+    return [{**c, "uuid": uuid} for c in empty] if uuid is not None else empty
 
 
 def check_negative(negative, cfg):
@@ -311,7 +431,8 @@ def check_run_inputs(settings, run, guider, model_options):
     """The message, before the first step, for a combination that cannot work, or None."""
     conds = getattr(guider, "conds", None)
     if isinstance(conds, dict) and "negative" in conds:
-        problem = check_negative(conds["negative"], getattr(guider, "cfg", None))
+        cfg = getattr(guider, "cfg", None)  # (KJNodes' scheduled guider holds a list there)
+        problem = check_negative(conds["negative"], cfg if isinstance(cfg, (int, float)) else None)
         if problem:
             return problem
     if not model_options.get("disable_cfg1_optimization") or not run.schedule:
@@ -335,8 +456,10 @@ def _is_guidance_distilled(guider):
     return bool(unet_config.get("guidance_embed"))
 
 
-def apply_cutoff(model, settings, report=None):
+def apply_cutoff(model, settings, report=None, empty_conditioning=None):
     """A clone of ``model`` (a ModelPatcher) with the cutoff installed; ``model`` is untouched.
+    ``empty_conditioning``: the empty prompt's conditioning, evaluated in place of the negative
+    prompt wherever only the unconditional branch runs (keep 'uncond').
 
     Applying it to a model that already has a ShapeFirst cutoff replaces that one (the
     last node wins) instead of stacking two.
@@ -346,11 +469,30 @@ def apply_cutoff(model, settings, report=None):
     owner = getattr(previous, "__self__", None)
     if isinstance(owner, GuidanceCutoffPatch):
         previous = owner.previous_calc_cond_batch
-    patched.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.SAMPLER_SAMPLE, WRAPPER_KEY)
-    patch = GuidanceCutoffPatch(settings, previous, report)
+    for wrapper_type in WRAPPER_TYPES:
+        patched.remove_wrappers_with_key(getattr(comfy.patcher_extension.WrappersMP, wrapper_type), WRAPPER_KEY)
+    patch = GuidanceCutoffPatch(settings, previous, report, empty_conditioning)
     patched.set_model_sampler_calc_cond_batch_function(patch.evaluate_branches)
-    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.SAMPLER_SAMPLE, WRAPPER_KEY, patch.sampler_sample_wrapper)
+    wrappers = {"SAMPLER_SAMPLE": patch.sampler_sample_wrapper, "OUTER_SAMPLE": patch.outer_sample_wrapper,
+                "CALC_COND_BATCH": patch.calc_cond_batch_wrapper}
+    for wrapper_type, wrapper in wrappers.items():
+        patched.add_wrapper_with_key(getattr(comfy.patcher_extension.WrappersMP, wrapper_type), WRAPPER_KEY, wrapper)
     return patched, patch
+
+
+def describe_plan_on(model, settings, empty_given):
+    """The node's plan for ``model`` (a ModelPatcher): the plan, then the prompt that runs alone
+    after the cut and what changes for each neighbour already on the model (those applied after
+    the cutoff are named by the run's summary). Raises ValueError for a neighbour that would make
+    the result wrong, before anything runs."""
+    options = model.model_options
+    neighbours = nb.find_neighbours(options, options.get("sampler_calc_cond_batch_function"))
+    require(nb.refusal(neighbours, settings))
+    notes = [describe_plan(settings) + "."]
+    if not empty_given and cs.uses_unconditional(settings):
+        notes.append(NEGATIVE_ALONE[0].upper() + NEGATIVE_ALONE[1:])
+    notes += [note for n in neighbours if (note := nb.after_cut_note(n, settings.keep))]
+    return " ".join(notes)
 
 
 def describe_plan(settings):
@@ -366,14 +508,14 @@ def describe_plan(settings):
     else:
         plan = (f"text until ||eps_c - eps_u|| / ||eps_u|| < {settings.adaptive_threshold:g} "
                 f"(between step {settings.adaptive_min_steps} and {settings.adaptive_max_steps})")
-    return f"{plan}, then only the {settings.keep} branch"
+    return f"{plan}, then only the {_kept_words(settings.keep)}"
 
 
 def describe_window_plan(settings):
     """The plan with a guidance start, named like the run's summary: "text unguided for steps
     0–2, full CFG for steps 3–11, text dropped after step 12, ..." (in the mode's unit)."""
     what = cs.before_start_words(settings.keep_before_start)
-    after = f"then only the {settings.keep} branch"
+    after = f"then only the {_kept_words(settings.keep)}"
     mode = settings.cutoff_mode
     if mode == cs.MODE_STEPS:
         start, end = settings.guidance_start_step, settings.guided_steps
@@ -389,6 +531,10 @@ def describe_window_plan(settings):
     return (f"{what} for {_steps(0, settings.guidance_start_step - 1)}, full CFG until "
             f"||eps_c - eps_u|| / ||eps_u|| < {settings.adaptive_threshold:g} (between step "
             f"{settings.adaptive_min_steps} and {settings.adaptive_max_steps}), {after}")
+
+
+def _kept_words(keep):
+    return "negative prompt" if keep == cs.KEEP_NEGATIVE else f"{keep} branch"
 
 
 def _steps(first, last):

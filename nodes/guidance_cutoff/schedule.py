@@ -33,13 +33,15 @@ MODE_SIGMA = "sigma"
 MODE_ADAPTIVE = "adaptive"
 MODES = (MODE_STEPS, MODE_FRACTION, MODE_SIGMA, MODE_ADAPTIVE)
 
-KEEP_UNCOND = "uncond"
+KEEP_UNCOND = "uncond"  # the paper's unconditional: the empty prompt where one is given, else the negative
 KEEP_COND = "cond"
-KEEP_CHOICES = (KEEP_UNCOND, KEEP_COND)
+KEEP_NEGATIVE = "negative"  # ComfyUI's uncond slot as it is: the graph's negative prompt alone
+KEEP_CHOICES = (KEEP_UNCOND, KEEP_COND, KEEP_NEGATIVE)
 KEEP_BEFORE_CHOICES = (KEEP_COND, KEEP_UNCOND)  # before the window: the interval paper's cond first
 
-# Index of each branch in the host's [cond, uncond] pair.
-BRANCH_INDEX = {KEEP_COND: 0, KEEP_UNCOND: 1}
+# Index of each branch in the host's [cond, uncond] pair (the empty prompt, when used, takes the
+# uncond slot).
+BRANCH_INDEX = {KEEP_COND: 0, KEEP_UNCOND: 1, KEEP_NEGATIVE: 1}
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,8 @@ def check_settings(s):
     if s.cutoff_mode not in MODES:
         return f"cutoff_mode must be one of {', '.join(MODES)}; got {s.cutoff_mode!r}."
     if s.keep not in KEEP_CHOICES:
-        return f"keep must be 'uncond' (the paper) or 'cond'; got {s.keep!r}."
+        return (f"keep must be 'uncond' (the paper: the empty prompt), 'cond' or 'negative' (the negative prompt "
+                f"alone); got {s.keep!r}.")
     if not _finite(s.guided_steps) or s.guided_steps < 0 or int(s.guided_steps) != s.guided_steps:
         return f"guided_steps must be a whole number >= 0; got {s.guided_steps!r}."
     if not _finite(s.guided_fraction) or not 0.0 <= s.guided_fraction <= 1.0:
@@ -133,7 +136,7 @@ def check_settings(s):
 
 def check_start(s):
     """The guidance start's own checks: its range, then that it comes before the cutoff."""
-    if s.keep_before_start not in KEEP_CHOICES:
+    if s.keep_before_start not in KEEP_BEFORE_CHOICES:
         return (f"keep_before_start must be 'cond' (the interval paper: the text unguided) or 'uncond'; "
                 f"got {s.keep_before_start!r}.")
     if not _finite(s.guidance_start_step) or s.guidance_start_step < 0 or int(s.guidance_start_step) != s.guidance_start_step:
@@ -247,7 +250,16 @@ def before_start_words(keep_before_start):
 
 def after_cut_words(keep):
     """What runs after the cutoff, as the summaries, plans and charts name it."""
+    if keep == KEEP_NEGATIVE:
+        return "only the negative prompt"
     return "text dropped" if keep == KEEP_UNCOND else f"only the {keep} branch"
+
+
+def uses_unconditional(settings):
+    """Whether a run with these settings evaluates the unconditional branch alone somewhere (after
+    the cut with keep 'uncond', or before the guidance start with keep_before_start 'uncond'): where
+    the empty prompt, if given, stands in for the negative prompt."""
+    return settings.keep == KEEP_UNCOND or (settings.has_start and settings.keep_before_start == KEEP_UNCOND)
 
 
 def paper_a(total_steps, guided_steps):
@@ -317,31 +329,38 @@ class NextSigma:
 
 
 def next_sigma(traits, schedule, evaluations, last_reported_step):
-    """What is known of evaluation number ``evaluations`` (0-based: that many ran before it)
-    once the sampler has reported step ``last_reported_step`` (-1: none yet) through its callback.
+    """What is known of evaluation number ``evaluations`` (0-based: that many went through the
+    cutoff before it) once the sampler has reported step ``last_reported_step`` (-1: none yet)
+    through its callback.
 
-    One evaluation per step: it runs at ``schedule[evaluations]``. Samplers that walk the
-    schedule: at or above ``schedule[sigma_floor_index(...)]``. Nothing is known otherwise.
-    Knowing this avoids a GPU->CPU synchronisation at every step: the sigma is only read once
-    the bound no longer proves the evaluation is above the cutoff.
+    One evaluation per step: it belongs to the step after the last reported one, and runs at that
+    step's sigma. The callback decides, not the count: a cache that skips whole evaluations
+    (LazyCache) leaves the count behind the sampler, never the callback; the count only helps
+    where no callback came. Samplers that walk the schedule: at or above
+    ``schedule[sigma_floor_index(...)]``. Nothing is known otherwise. Knowing this avoids a
+    GPU->CPU synchronisation at every step: the sigma is only read once the bound no longer
+    proves the evaluation is above the cutoff.
     """
-    if traits.one_evaluation_per_step and evaluations < len(schedule):
-        return NextSigma(exact=schedule[evaluations])
+    if traits.one_evaluation_per_step:
+        step = max(evaluations, last_reported_step + 1)
+        if step < len(schedule):
+            return NextSigma(exact=schedule[step])
     if traits.walks_schedule:
-        floor = sigma_floor_index(evaluations, last_reported_step, traits.lookahead)
+        floor = sigma_floor_index(last_reported_step, traits.lookahead)
         return NextSigma(floor=schedule[floor] if floor < len(schedule) else None)
     return NextSigma()
 
 
-def sigma_floor_index(evaluations_before, last_reported_step, lookahead=1):
+def sigma_floor_index(last_reported_step, lookahead=1):
     """An index ``f`` such that the next evaluation's sigma is ``>= schedule[f]``, for a
     sampler that walks the schedule (step ``k`` evaluates within
-    ``[schedule[k + lookahead], schedule[k]]``). The ``E``-th evaluation (0-based) belongs to a
-    step ``k <= E``; once the sampler has reported step ``c`` through its callback, the next
-    evaluation is a later stage of step ``c`` or the first one of step ``c + 1`` (at
-    ``schedule[c + 1]``). Either way the sigma is at least ``schedule[min(E, c) + lookahead]``.
+    ``[schedule[k + lookahead], schedule[k]]``). Once the sampler has reported step ``c``
+    through its callback, the next evaluation is a later stage of step ``c`` or the first one of
+    step ``c + 1`` (at ``schedule[c + 1]``): either way at least ``schedule[c + lookahead]``.
+    Counting evaluations would not bound it: a cache that skips evaluations (LazyCache) leaves
+    the count behind the sampler.
     """
-    return min(evaluations_before, last_reported_step) + lookahead
+    return last_reported_step + lookahead
 
 
 TEXT, NO_TEXT, READ = "text", "no text", "read the sigma"

@@ -80,6 +80,9 @@ def parse_args(argv=None):
     p.add_argument("--prompts", type=int, help="pictures per configuration")
     p.add_argument("--output-dir", default=str(OUT_DIR))
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--negative-only", action="store_true", help=(
+        "run only the negative-prompt experiment and merge it into the report.json in --output-dir "
+        "(its date and machine are recorded beside it)"))
     return p.parse_args(argv)
 
 
@@ -122,12 +125,56 @@ def sample(model, vae, positive, negative, setting, sampler, scheduler, cfg=None
         return nodes.VAEDecode().decode(vae, samples)[0].float().cpu()
 
 
-def cutoff_model(model, a, keep):
+def cutoff_model(model, a, keep, empty_conditioning=None):
+    """The Guidance Cutoff node's model: the last ``a`` of the steps keep one branch (``empty_conditioning``:
+    the empty prompt, which keep 'uncond' evaluates there instead of the negative prompt)."""
     from shapefirst.nodes.guidance_cutoff import schedule
     inputs = dataclasses.asdict(schedule.CutoffSettings())
     inputs.update(cutoff_mode=schedule.MODE_FRACTION, guided_fraction=round(1.0 - a, 4), keep=keep)
+    if empty_conditioning is not None:
+        inputs["empty_conditioning"] = empty_conditioning
     return node("ShapeFirstGuidanceCutoff", "nodes.guidance_cutoff.nodes").EXECUTE_NORMALIZED(
         model=model, **inputs).result[0]
+
+
+# The negative-prompt experiment: (label, a, keep, the empty prompt connected); a = 0 is full CFG.
+NEGATIVE_CONFIGURATIONS = (
+    ("full CFG", 0.0, "-", False),
+    ("a = 0.5, keep uncond, no empty prompt (the negative runs alone)", 0.5, "uncond", False),
+    ("a = 0.5, keep uncond, empty prompt connected", 0.5, "uncond", True),
+    ("a = 0.7, keep uncond, no empty prompt (the negative runs alone)", 0.7, "uncond", False),
+    ("a = 0.7, keep uncond, empty prompt connected", 0.7, "uncond", True),
+    ("a = 0.5, keep cond", 0.5, "cond", False),
+)
+
+
+def negative_prompt_experiment(model, clip, vae, setting, log=print, configurations=NEGATIVE_CONFIGURATIONS):
+    """Each prompt with a negative prompt that differs from it in every attribute (euler): the share
+    of pictures whose attribute follows the NEGATIVE prompt, and the prompt, per configuration. Shows
+    what ComfyUI's uncond (the negative prompt) does after the cut, against the paper's empty prompt."""
+    import nodes
+    rng = np.random.default_rng(setting.seed + 4)
+    truth = [shapes_data.random_attributes(rng) for _ in range(setting.prompts)]
+    negatives = [different_attributes(rng, a) for a in truth]
+    encode = nodes.CLIPTextEncode()
+    positive = stack([encode.encode(clip, shapes_data.canonical_caption(a))[0] for a in truth])
+    negative = stack([encode.encode(clip, shapes_data.canonical_caption(a))[0] for a in negatives])
+    empty = encode.encode(clip, "")[0]
+    scorer = scorer_module.AttributeScorer()
+    rows, pictures = [], {}
+    for label, a, keep, with_empty in configurations:
+        patched = cutoff_model(model, a, keep, empty if with_empty else None) if a > 0 else model
+        images = sample(patched, vae, positive, negative, setting, "euler", "normal")
+        read = scorer.read(images.numpy())
+        rows.append({"configuration": label, "a": a, "keep": keep, "empty_prompt": with_empty,
+                     "follows_negative": {n: float(np.mean([r[n] == b[n] for r, b in zip(read, negatives)]))
+                                          for n in shapes_data.ATTRIBUTES},
+                     "follows_prompt": {n: float(np.mean([r[n] == t[n] for r, t in zip(read, truth)]))
+                                        for n in shapes_data.ATTRIBUTES}})
+        pictures[label] = images
+        log(f"negative prompt, {label}: follows the negative {rows[-1]['follows_negative']}")
+    return {"sampler": "euler", "scheduler": "normal", "steps": setting.steps, "cfg": setting.cfg,
+            "pictures": setting.prompts, "rows": rows}, pictures
 
 
 def image_metrics(images, reference):
@@ -249,6 +296,10 @@ def run(model, clip, vae, setting, out_dir, log=print):
     euler_rows = [k for k in accel_images if k.startswith("euler ")]
     grid(accel_images, euler_rows, out_dir / "acceleration_euler.png")
 
+    # 1b. a negative prompt in the graph
+    report["negative_prompt"], negative_images = negative_prompt_experiment(model, clip, vae, setting, log)
+    grid(negative_images, list(negative_images), out_dir / "negative_prompt.png")
+
     # 2. [EOS]
     split = node("ShapeFirstEOSSplit", "nodes.eos_tokens.nodes")
     swap = node("ShapeFirstEOSSwap", "nodes.eos_tokens.nodes")
@@ -329,11 +380,10 @@ def run(model, clip, vae, setting, out_dir, log=print):
         f"{report['frequency_trace']['x0_high_settles_at_step']} of {setting.steps} ({time.time() - started:.0f}s)")
 
     report["seconds"] = round(time.time() - started)
-    report["machine"] = f"CPU ({platform.machine()}), {torch.get_num_threads()} threads" if not torch.cuda.is_available() \
-        else torch.cuda.get_device_name()
+    report["machine"] = _machine()
     report["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     report["grids"] = {"cfg_sweep.png": [f"cfg {c}" for c in setting.cfg_sweep], "acceleration_euler.png": euler_rows,
-                       "eos.png": list(eos_images)}
+                       "eos.png": list(eos_images), "negative_prompt.png": list(negative_images)}
     (out_dir / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     (out_dir / "report.md").write_text(markdown(report))
     return report
@@ -383,7 +433,7 @@ def markdown(report):
         lines.append(f"| {row['sampler']} | {row['keep']} | {row['a']} | {_adherence_cells(row['adherence'])} | "
                      f"{m['L1']:.4f} | {m['PSNR']:.1f} | {m['SSIM']:.3f} | {_pct(row['unet_work_saved'])} |")
     lines += ["", "Rows of the grid (euler): " + "; ".join(report["grids"]["acceleration_euler.png"]) + ".", "",
-              "![acceleration, euler](acceleration_euler.png)", "",
+              "![acceleration, euler](acceleration_euler.png)", ""] + negative_markdown(report) + [
               "## 2. [EOS]", "", "EOS Split: the [EOS] block only (the prompt's tokens replaced) vs the prompt's tokens only "
               "(the [EOS] block replaced), replacement in brackets.", "",
               f"| conditioning | {head} |", "|---|" + "---|" * len(names)]
@@ -413,6 +463,29 @@ def markdown(report):
               f"Forward process on {s['prompts']} generated training pictures (VAE-encoded), {report['forward_frequency']['steps']} "
               "noise levels: the curves below (Forward Frequency node).", "", "![forward process](forward_frequency.png)", ""]
     return "\n".join(lines)
+
+
+def negative_markdown(report):
+    """The negative-prompt section of the report (empty when the report predates it)."""
+    data = report.get("negative_prompt")
+    if not data:
+        return []
+    names = shapes_data.ATTRIBUTES
+    when = (f"Measured {data['date']} on {data['machine']} in {data['seconds']} s (`report.py --negative-only`). "
+            if "date" in data else "")
+    lines = ["## 1b. With a negative prompt", "",
+             f"{when}Each prompt with a negative prompt that differs from it in every attribute ({data['sampler']}, "
+             f"{data['steps']} steps, cfg {data['cfg']}, {data['pictures']} pictures per row). ComfyUI's "
+             "unconditional branch is the graph's negative prompt; the paper's is the empty prompt, which the "
+             "cutoff evaluates after the cut when it is connected to `empty_conditioning`. Share of pictures whose "
+             "attribute follows the NEGATIVE prompt / the prompt:", "",
+             "| configuration | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for row in data["rows"]:
+        lines.append(f"| {row['configuration']} | " + " | ".join(
+            f"{_pct(row['follows_negative'][n])} / {_pct(row['follows_prompt'][n])}" for n in names) + " |")
+    lines += ["", "Rows of the grid: " + "; ".join(r["configuration"] for r in data["rows"]) + ".", "",
+              "![negative prompt](negative_prompt.png)", ""]
+    return lines
 
 
 def readme_summary(report):
@@ -446,12 +519,38 @@ def readme_summary(report):
     return "\n".join(lines) + "\n"
 
 
+def merge_negative_prompt(model, clip, vae, setting, out_dir):
+    """The negative-prompt experiment alone, merged into an existing report (its own date and machine)."""
+    started = time.time()
+    path = out_dir / "report.json"
+    report = json.loads(path.read_text())
+    data, pictures = negative_prompt_experiment(model, clip, vae, setting)
+    data.update(seconds=round(time.time() - started), machine=_machine(),
+                date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    report["negative_prompt"] = data
+    report.setdefault("grids", {})["negative_prompt.png"] = list(pictures)
+    grid(pictures, list(pictures), out_dir / "negative_prompt.png")
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    (out_dir / "report.md").write_text(markdown(report))
+    (out_dir / "readme_summary.md").write_text(readme_summary(report))
+    return report
+
+
+def _machine():
+    return (f"CPU ({platform.machine()}), {torch.get_num_threads()} threads" if not torch.cuda.is_available()
+            else torch.cuda.get_device_name())
+
+
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     host.import_host()
     setting = dataclasses.replace(QUICK if args.quick else Setting(), **({"prompts": args.prompts} if args.prompts else {}))
     model, clip, vae = node("ShapeFirstDemoCheckpoint", "nodes.demo_models.nodes").EXECUTE_NORMALIZED().result
+    if args.negative_only:
+        report = merge_negative_prompt(model, clip, vae, setting, Path(args.output_dir))
+        print("\n".join(negative_markdown(report)))
+        return
     report = run(model, clip, vae, setting, args.output_dir)
     (Path(args.output_dir) / "readme_summary.md").write_text(readme_summary(report))
     print(markdown(report))

@@ -42,7 +42,7 @@ EXTENSION = "shapefirst.FrequencyChart"  # js/frequency_chart.js, under the pack
 BOTH_BRANCHES_RGB = (255, 200, 0)
 ONE_BRANCH_RGB = (0, 200, 230)
 STARTUP_TIMEOUT = 240  # generous: a loaded 2-core machine imports torch and the host slowly
-RUN_TIMEOUT = 120
+RUN_TIMEOUT = 600  # generous: on a shared 2-core machine the 50-step trace has taken over 2 minutes
 
 _missing = [name for name, found in (("chromium", CHROMIUM), ("chromedriver (Debian package chromium-driver)",
                                                                 CHROMEDRIVER), ("selenium (pip)", webdriver))

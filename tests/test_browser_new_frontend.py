@@ -180,7 +180,7 @@ def queue_and_wait(driver, server, node_id):
                      one: Number(chart.canvas.dataset.oneBranch), live: window.__shapefirstLive,
                      width: chart.element.offsetWidth, height: chart.element.offsetHeight,
                      attached: chart.element.isConnected };
-        """, node_id), 4 * RUN_TIMEOUT, "the trace node's chart to finish (state 'done')")
+        """, node_id), 2 * RUN_TIMEOUT, "the trace node's chart to finish (state 'done')")
     except AssertionError as error:
         raise AssertionError(f"{error}\nserver log:\n{server.log_tail()}") from None
 
@@ -205,7 +205,7 @@ def finished_runs(server, count):
         history = server.get("/history")
         done = [entry for entry in history.values() if entry.get("status", {}).get("completed") is not None]
         return done if len(done) >= count else None
-    return wait_for(finished, 4 * RUN_TIMEOUT, f"{count} finished prompt(s) in the host's history")
+    return wait_for(finished, 2 * RUN_TIMEOUT, f"{count} finished prompt(s) in the host's history")
 
 
 def test_the_starter_runs_and_the_chart_is_drawn_in_both_node_renderers(session, tmp_path):

@@ -117,7 +117,7 @@ def test_the_late_draws_keep_every_earlier_field_of_a_case_id(monkeypatch):
         assert len(added) <= 1 and added <= set(fm.GUIDANCE_PATCHES)
         # a later keep only ever replaces "uncond" (the same branch without an empty prompt)
         assert case.keep == earlier.keep or (earlier.keep == "uncond" and case.keep not in fm.KEEPS)
-        assert replace(case, negative="", cache={}, patches=earlier.patches, keep=earlier.keep) == earlier
+        assert replace(case, negative="", cache={}, patches=earlier.patches, keep=earlier.keep, empty=False) == earlier
     assert sum(c != e for c, e in zip(cases, before)) > 200
 
 
@@ -182,3 +182,13 @@ def test_guidance_patches_are_drawn_with_their_inputs():
         if "cfg_norm" in c.patches:
             assert 0.0 < c.patches["cfg_norm"]["strength"] <= 1.5
     assert "perpneg" not in fm.GUIDANCE_PATCHES  # (keep 'uncond' without the empty prompt: refused)
+
+
+def test_the_empty_prompt_is_given_to_the_cutoff_with_and_without_a_negative_prompt():
+    cases = fm.draw_cases(fm.DEFAULT_SEED, 0, 550)
+    given = [c for c in cases if c.empty]
+    assert 0.3 < len(given) / len(cases) < 0.5
+    assert {(bool(c.negative), c.keep) for c in given} == {(n, k) for n in (True, False) for k in cs.KEEP_CHOICES}
+    assert any(c.start.get("keep_before_start") == "uncond" for c in given)
+    assert any(c.empty and c.negative and c.keep == "uncond" for c in cases[:50])
+    assert "empty_conditioning=True" in given[0].describe()

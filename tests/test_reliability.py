@@ -119,6 +119,7 @@ class Evaluation:
         self.forwards = 0  # of self.calls, those the diffusion model really ran (EasyCache skips some)
         self.extra_forwards = 0  # the same of self.extra
         self.relative = None  # max over the batch of ||eps_c - eps_u|| / ||eps_u|| when both ran
+        self.uncond_text = None  # the unconditional branch's text embedding as the slot got it
 
     @property
     def full(self):
@@ -172,6 +173,7 @@ class Recorder:
             if self.schedule is None:
                 self.schedule = args["model_options"]["transformer_options"]["sample_sigmas"].tolist()
             evaluation = Evaluation(float(args["sigma"].max()), tuple(c is not None for c in conds))
+            evaluation.uncond_text = text_embedding(conds[1])
             self.events.append(evaluation)
             self.current, self.in_slot = evaluation, True
             try:
@@ -223,6 +225,12 @@ class Recorder:
 
     def callback(self, step, x0, x, total_steps):
         self.events.append(("callback", step, x0.clone(), x.clone()))
+
+
+def text_embedding(prepared):
+    """The text embedding of a branch's first conditioning as the host prepared it, or None."""
+    crossattn = prepared[0].get("model_conds", {}).get("c_crossattn") if prepared else None
+    return getattr(crossattn, "cond", None)
 
 
 def sample(model, positive, negative, latent, *, steps, cfg, sampler, scheduler, denoise=1.0, seed=0, callback=None):
@@ -454,6 +462,21 @@ def check_evaluations(case, cs, settings, stock, evals, summary):
             assert evaluation.extra == stock_evals[i].extra, f"{where}: evaluation {i}: other patches' calls differ"
 
 
+def check_unconditional(case, cs, settings, schedule, evals, empty, negative):
+    """Which text the unconditional branch ran: the graph's negative prompt while both branches
+    run; alone, the empty prompt where its keep is 'uncond' (after the cut; before the guidance
+    start: keep_before_start) and the cutoff was given it, else the negative ('negative': on purpose)."""
+    where = case.describe()
+    before = fm.before_start([e.sigma for e in evals], cs.start_sigma_for(settings, schedule))
+    for i, evaluation in enumerate(evals):
+        if evaluation.uncond_text is None:  # (the unconditional branch did not run, or has no text embedding)
+            continue
+        keep = (settings.keep_before_start if before[i] else settings.keep) if not evaluation.full else None
+        expected = empty if case.empty and keep == cs.KEEP_UNCOND else negative
+        assert torch.equal(evaluation.uncond_text, expected[0][0]), \
+            f"{where}: evaluation {i} (keep {keep}) ran the {'negative' if expected is empty else 'empty'} prompt"
+
+
 def check_trajectory_until_the_cut(where, recorder, stock_callbacks):
     """Every sampler callback that only full evaluations preceded carries the stock x and x0."""
     all_full, index = True, 0
@@ -519,7 +542,9 @@ def run_case(case, models, conds, negatives, controlnets, cutoff, cs):
     where = case.describe()
     stock = run_stock(case, models, conds, negatives, controlnets)
     settings = resolve_settings(cs, case, stock.schedule)
-    patched_model, patch = cutoff.apply_cutoff(stock.model, settings)
+    # the empty prompt (the fixture's stand-in for a family): the negative when that is empty
+    empty = conds[case.architecture][1] if case.empty else None
+    patched_model, patch = cutoff.apply_cutoff(stock.model, settings, empty_conditioning=empty)
     if refused_or_failing_as_stock(case, cs, settings, stock, patched_model, patch):
         return
     out = stock.sample(patched_model)
@@ -540,6 +565,7 @@ def run_case(case, models, conds, negatives, controlnets, cutoff, cs):
     assert all(e.full for e in stock_evals), f"{where}: stock runs mixed one- and two-branch evaluations"
 
     check_evaluations(case, cs, settings, stock, evals, summary)
+    check_unconditional(case, cs, settings, stock.schedule, evals, conds[case.architecture][1], stock.negative)
     run_state = patch.last_run
     assert run_state.full_evaluations == sum(e.full for e in evals), where
     assert run_state.single_evaluations == sum(not e.full for e in evals), where

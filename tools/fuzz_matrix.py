@@ -70,6 +70,9 @@ CACHE_SHARE = 0.25
 # (PerpNeg is not drawn: keep='uncond' without an empty conditioning is to be refused.)
 GUIDANCE_PATCHES = ("rescale_cfg", "mahiro", "tcfg", "cfg_norm")
 GUIDANCE_SHARE = 0.3
+# The empty prompt on the cutoff's empty_conditioning (the paper's unconditional after the cut
+# with keep 'uncond', in place of the graph's negative prompt), for this share of the cases.
+EMPTY_SHARE = 0.4
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class Case:
     start: dict = field(hash=False, default_factory=dict)  # the guidance start's inputs ({}: none)
     negative: str = ""  # the negative prompt's text ("": the empty prompt)
     cache: dict = field(hash=False, default_factory=dict)  # {"node": one of CACHES, its inputs} or {}
+    empty: bool = False  # the empty prompt given to the cutoff's empty_conditioning
 
     @property
     def case_id(self):
@@ -103,7 +107,8 @@ class Case:
         return (f"[{self.case_id}: SHAPEFIRST_FUZZ_SEED={self.seed} case {self.index}] {self.architecture} "
                 f"{self.sampler}/{self.scheduler} steps={self.steps} denoise={self.denoise} batch={self.batch} "
                 f"cfg={self.cfg} mode={self.mode!r} {self.cutoff} keep={self.keep} start={self.start or 'none'} "
-                f"patches={patches} negative={self.negative!r} cache={self.cache or 'none'} "
+                f"patches={patches} negative={self.negative!r} empty_conditioning={self.empty} "
+                f"cache={self.cache or 'none'} "
                 f"noise_seed={self.noise_seed}")
 
 
@@ -202,8 +207,8 @@ def _cache_inputs(rng):
 
 
 def _late_draws(rng, case):
-    """The negative prompt, a cache, one more guidance patch and the keeps the cutoff added
-    after the first (in this order, after all the rest, so that adding one keeps the earlier
+    """The negative prompt, a cache, one more guidance patch, the keeps the cutoff added after
+    the first and the empty prompt for the cutoff (in this order, after all the rest, so that adding one keeps the earlier
     fields of every case id)."""
     negative = rng.choice(NEGATIVE_PROMPTS) if rng.random() < NEGATIVE_SHARE else ""
     cache = _cache_inputs(rng) if rng.random() < CACHE_SHARE else {}
@@ -216,7 +221,8 @@ def _late_draws(rng, case):
     keep, late_keeps = case.keep, [k for k in cs.KEEP_CHOICES if k not in KEEPS]
     if swap < LATE_KEEP_SHARE and late_keeps and keep == "uncond":
         keep = late_keeps[int(which * len(late_keeps))]
-    return replace(case, negative=negative, cache=cache, patches=patches, keep=keep)
+    empty = rng.random() < EMPTY_SHARE
+    return replace(case, negative=negative, cache=cache, patches=patches, keep=keep, empty=empty)
 
 
 def draw_case(seed, index):

@@ -208,8 +208,8 @@ def _cache_inputs(rng):
 
 def _late_draws(rng, case):
     """The negative prompt, a cache, one more guidance patch, the keeps the cutoff added after
-    the first and the empty prompt for the cutoff (in this order, after all the rest, so that adding one keeps the earlier
-    fields of every case id)."""
+    the first and the empty prompt for the cutoff (in this order, after all the rest, so that
+    adding one keeps the earlier fields of every case id)."""
     negative = rng.choice(NEGATIVE_PROMPTS) if rng.random() < NEGATIVE_SHARE else ""
     cache = _cache_inputs(rng) if rng.random() < CACHE_SHARE else {}
     patches = dict(case.patches)

@@ -405,6 +405,14 @@ def refused_or_failing_as_stock(case, cs, settings, stock, patched_model, patch)
         with pytest.raises(ValueError, match="keep 'cond' with no guided step"):
             stock.sample(patched_model)
         return True
+    easycache = (case.cache or {}).get("node") == "EasyCache"
+    if easycache and start is not None and schedule[0] > start and patched_model.get_model_object(
+            "model_sampling").percent_to_sigma(case.cache["start_percent"]) > start:
+        # EasyCache active before the start would cache only the branch that runs there and fail inside
+        # the host where both start: refused up front, naming it
+        with pytest.raises(ValueError, match="EasyCache with a guidance start"):
+            stock.sample(patched_model)
+        return True
     if stock.error is not None:
         # the host fails without ShapeFirst: the cutoff must neither hide nor change that
         with pytest.raises(TypeError) as raised:

@@ -360,3 +360,23 @@ def test_every_sentence_the_summary_can_say_is_in_the_works_with_page(cs, nb):
     notes |= {nb.EASYCACHE_LOST_BRANCH}
     missing = [n for n in notes if n not in WORKS_WITH]
     assert not missing, missing
+
+
+def test_easycache_before_a_guidance_start_is_refused_and_after_it_runs(cutoff, cs, model, prompts, latent):
+    """Before a guidance start one branch runs, so EasyCache would cache only that one and fail inside
+    the host where both start (a KeyError in its apply_cache_diff): refused, naming it and the fix.
+    Started after the guidance start, EasyCache runs beside the window."""
+    from comfy_extras.nodes_easycache import EasyCacheNode
+    positive, negative, _ = prompts
+    early = EasyCacheNode.execute(model, reuse_threshold=3.0, start_percent=0.0, end_percent=1.0,
+                                  verbose=False).result[0]
+    messages = []
+    patched, _ = apply_cutoff(cutoff, cs, early, messages, guidance_start_step=2)
+    with pytest.raises(ValueError, match="EasyCache with a guidance start") as refused:
+        ksampler(patched, positive, negative, latent)
+    assert "LazyCache" in str(refused.value) and "start_percent" in str(refused.value)
+    late = EasyCacheNode.execute(model, reuse_threshold=3.0, start_percent=0.9, end_percent=1.0,
+                                 verbose=False).result[0]
+    patched, _ = apply_cutoff(cutoff, cs, late, messages, guidance_start_step=2)
+    assert torch.isfinite(ksampler(patched, positive, negative, latent)).all()
+    assert "text unguided for steps 0–1" in messages[-1]

@@ -168,6 +168,21 @@ EASYCACHE_LOST_BRANCH = (
     "branch, or use LazyCache, which follows the whole step.")
 
 
+def cache_refusal(caches, start_sigma, first_sigma):
+    """The message for EasyCache active before a guidance start, or None. Before the start one branch
+    runs, so EasyCache caches that branch only; at the window's first evaluation with both it may skip
+    and apply a cache the other branch never made (ComfyUI then fails inside EasyCache)."""
+    if start_sigma is None or first_sigma is None or first_sigma <= start_sigma:
+        return None  # no evaluation before the start
+    for name, holder in caches:
+        if name == EASYCACHE and float(getattr(holder, "start_t", 0.0)) > start_sigma:
+            return ("EasyCache with a guidance start: before the start only one branch runs, so EasyCache caches "
+                    "that branch alone, and where both start it would reuse a cache the other branch never made "
+                    "(ComfyUI fails inside EasyCache). Set the guidance start to 0, start EasyCache after the "
+                    "guidance start (its start_percent), or use LazyCache.")
+    return None
+
+
 def cache_follows(holder, kept_uuids):
     """Whether an EasyCache still sees the branch it decides from after the cut (LazyCache: always)."""
     followed = getattr(holder, "first_cond_uuid", None)

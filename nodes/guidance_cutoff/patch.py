@@ -371,6 +371,7 @@ class GuidanceCutoffPatch:
         # would recompile when their size changes
         model_options[RUN_STATE_KEY] = run
         caches = nb.cache_holders(model_options)
+        require(nb.cache_refusal(caches, run.start_sigma, schedule[0] if schedule else None))
 
         def step_counter(step, x0, x, total_steps):
             run.last_reported_step = step

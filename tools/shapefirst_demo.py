@@ -327,12 +327,8 @@ def pattern_contrast(image, analysis):
     the brightness of the shape's inner pixels (0: flat; stripes drawn in full: ~0.5)."""
     import numpy as np
 
-    mask = analysis["mask"]
-    inner = mask.copy()
-    inner[1:] &= mask[:-1]
-    inner[:-1] &= mask[1:]
-    inner[:, 1:] &= mask[:, :-1]
-    inner[:, :-1] &= mask[:, 1:]
+    from shapefirst.nodes.demo_models import scorer as demo_scorer
+    inner = demo_scorer.inner_pixels(analysis["mask"])
     if inner.sum() < 8:
         return 0.0
     brightness = image.max(-1)[inner]

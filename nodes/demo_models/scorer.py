@@ -85,13 +85,19 @@ PLAIN_AT_MOST, DOTS_AT_MOST = 0.08, 0.33  # dark share: plain ~0, dots ~0.19, st
 STRIPES_AT_LEAST = 0.85  # stripes keep their tone along the anti-diagonal; checks in ~62 % of the pairs
 
 
-def read_texture(image, mask):
-    """The fill texture from the dark-tone pixels inside the shape (its edge left out)."""
+def inner_pixels(mask):
+    """The shape's mask without its edge (a pixel stays when its four neighbours are inside too)."""
     inner = mask.copy()
     inner[1:] &= mask[:-1]
     inner[:-1] &= mask[1:]
     inner[:, 1:] &= mask[:, :-1]
     inner[:, :-1] &= mask[:, 1:]
+    return inner
+
+
+def read_texture(image, mask):
+    """The fill texture from the dark-tone pixels inside the shape (its edge left out)."""
+    inner = inner_pixels(mask)
     if inner.sum() < 8:
         return "plain"
     brightness = image.max(-1)

@@ -33,10 +33,9 @@ from ..validation import require
 
 RUN_STATE_KEY = "shapefirst_guidance_cutoff"
 WRAPPER_KEY = "shapefirst_guidance_cutoff"
-WRAPPER_TYPES = ("SAMPLER_SAMPLE", "OUTER_SAMPLE", "CALC_COND_BATCH")
 EMPTY_PROMPT_KEY = "shapefirst_empty_prompt"  # the guider's conds key of the empty prompt
 
-NEGATIVE_ALONE = ("after the cut the graph's negative prompt runs alone (ComfyUI's unconditional branch is the "
+NEGATIVE_ALONE = ("After the cut the graph's negative prompt runs alone (ComfyUI's unconditional branch is the "
                   "negative prompt; the paper's is the empty prompt): connect a CLIP Text Encode of an empty prompt "
                   "to empty_conditioning, or choose keep 'negative' to keep this on purpose.")
 
@@ -228,7 +227,7 @@ class CutoffRun:
         caches, and what changes for each neighbour after the cut."""
         notes = []
         if self.single_evaluations and self.empty_conds is None and cs.uses_unconditional(self.settings):
-            notes.append(NEGATIVE_ALONE[0].upper() + NEGATIVE_ALONE[1:])
+            notes.append(NEGATIVE_ALONE)
         extra = self.branch_evaluations - self.full_evaluations * 2 - self.single_evaluations
         if extra > 0:
             by = nb.extra_pass_names(self.neighbours) or "other nodes on the model"
@@ -470,14 +469,14 @@ def apply_cutoff(model, settings, report=None, empty_conditioning=None):
     owner = getattr(previous, "__self__", None)
     if isinstance(owner, GuidanceCutoffPatch):
         previous = owner.previous_calc_cond_batch
-    for wrapper_type in WRAPPER_TYPES:
-        patched.remove_wrappers_with_key(getattr(comfy.patcher_extension.WrappersMP, wrapper_type), WRAPPER_KEY)
     patch = GuidanceCutoffPatch(settings, previous, report, empty_conditioning)
     patched.set_model_sampler_calc_cond_batch_function(patch.evaluate_branches)
-    wrappers = {"SAMPLER_SAMPLE": patch.sampler_sample_wrapper, "OUTER_SAMPLE": patch.outer_sample_wrapper,
-                "CALC_COND_BATCH": patch.calc_cond_batch_wrapper}
-    for wrapper_type, wrapper in wrappers.items():
-        patched.add_wrapper_with_key(getattr(comfy.patcher_extension.WrappersMP, wrapper_type), WRAPPER_KEY, wrapper)
+    kinds = comfy.patcher_extension.WrappersMP
+    for kind, wrapper in ((kinds.SAMPLER_SAMPLE, patch.sampler_sample_wrapper),
+                          (kinds.OUTER_SAMPLE, patch.outer_sample_wrapper),
+                          (kinds.CALC_COND_BATCH, patch.calc_cond_batch_wrapper)):
+        patched.remove_wrappers_with_key(kind, WRAPPER_KEY)  # a cutoff already on the model: replaced
+        patched.add_wrapper_with_key(kind, WRAPPER_KEY, wrapper)
     return patched, patch
 
 
@@ -491,7 +490,7 @@ def describe_plan_on(model, settings, empty_given):
     require(nb.refusal(neighbours, settings))
     notes = [describe_plan(settings) + "."]
     if not empty_given and cs.uses_unconditional(settings):
-        notes.append(NEGATIVE_ALONE[0].upper() + NEGATIVE_ALONE[1:])
+        notes.append(NEGATIVE_ALONE)
     notes += [note for n in neighbours if (note := nb.after_cut_note(n, settings.keep))]
     return " ".join(notes)
 

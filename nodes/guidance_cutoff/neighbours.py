@@ -15,8 +15,7 @@ PERPNEG, PAG, SAG, SLG, SLG_SIMPLE, APG = "PerpNeg", "PAG", "SAG", "SkipLayerGui
 EASYCACHE, LAZYCACHE, TORCH_COMPILE, BATCH_CACHE = "EasyCache", "LazyCache", "TorchCompileModel", "a whole-batch cache"
 
 # Neighbours that evaluate the model themselves, beside the cutoff's branches, at every step.
-EXTRA_PASS = {PERPNEG: "its empty-prompt pass", PAG: "its perturbed-attention pass of the prompt",
-              SAG: "its blurred pass of the negative prompt", SLG: "its layer-skipped pass of the prompt"}
+EXTRA_PASS = frozenset((PERPNEG, PAG, SAG, SLG))
 
 # The host's modules (their file names, as the host names the module after its path).
 _HOOK_MODULES = {
@@ -58,7 +57,7 @@ class Neighbour:
 
     @property
     def extra_pass(self):
-        return EXTRA_PASS.get(self.name)
+        return self.name in EXTRA_PASS
 
 
 def find_neighbours(model_options, previous_calc_cond_batch=None):

@@ -13,6 +13,7 @@ FEATURES = ("guidance_cutoff", "frequency", "eos_tokens", "evaluation", "perform
 # Modules that must import nothing of ComfyUI (checked by tests/test_packaging.py).
 HOST_FREE_MODULES = (
     "nodes/__init__.py", "nodes/validation.py", "nodes/guidance_cutoff/__init__.py", "nodes/guidance_cutoff/schedule.py",
+    "nodes/guidance_cutoff/settled.py",
     "nodes/eos_tokens/__init__.py", "nodes/eos_tokens/roles.py",
     "nodes/frequency/__init__.py", "nodes/frequency/bands.py", "nodes/frequency/report.py",
     "nodes/frequency/chart.py",

@@ -100,12 +100,13 @@ def test_kept_branch_index_matches_host_order():
 
 
 def test_inputs_are_the_settings_fields_and_build_them():
-    # the guidance start's inputs come last: saved UI workflows fill widgets by position
+    # each later input comes after the earlier ones: saved UI workflows fill widgets by position
     assert cs.INPUT_NAMES == ("cutoff_mode", "guided_steps", "guided_fraction", "cutoff_sigma", "keep",
                               "adaptive_threshold", "adaptive_min_steps", "adaptive_max_steps",
                               "guidance_start_step", "guidance_start_fraction", "guidance_start_sigma",
-                              "keep_before_start")
-    assert cs.INPUT_NAMES[-len(cs.START_INPUT_NAMES):] == cs.START_INPUT_NAMES
+                              "keep_before_start", "auto_threshold")
+    assert cs.INPUT_NAMES[-len(cs.AUTOMATIC_INPUT_NAMES):] == cs.AUTOMATIC_INPUT_NAMES
+    assert cs.INPUT_NAMES[-len(cs.START_INPUT_NAMES) - 1:-1] == cs.START_INPUT_NAMES
     made = cs.settings_from_inputs({"model": object(), "cutoff_mode": cs.MODE_SIGMA, "cutoff_sigma": 2.5})
     assert (made.cutoff_mode, made.cutoff_sigma, made.guided_steps) == (cs.MODE_SIGMA, 2.5, 10)
     with pytest.raises(ValueError, match="guided_fraction must be between 0 and 1"):

@@ -223,9 +223,10 @@ def test_the_new_inputs_are_optional_and_last(pack):
     for node in (nodes_module.ShapeFirstGuidanceCutoff, nodes_module.ShapeFirstCutoffGuider):
         info = node.GET_SCHEMA().get_v1_info(node)
         optional = info.input.get("optional", {})
-        # (empty_conditioning, added after them, is a link, not a widget: widget positions are unchanged)
+        # (empty_conditioning, added after them, is a link, not a widget: widget positions are unchanged;
+        # the automatic mode's threshold came after it, last)
         assert list(optional) == ["guidance_start_step", "guidance_start_fraction", "guidance_start_sigma",
-                                  "keep_before_start", "empty_conditioning"]
+                                  "keep_before_start", "empty_conditioning", "auto_threshold"]
         assert list(info.input_order["required"])[-8:] == ["cutoff_mode", "guided_steps", "guided_fraction",
                                                            "cutoff_sigma", "keep", "adaptive_threshold",
                                                            "adaptive_min_steps", "adaptive_max_steps"]

@@ -5,6 +5,7 @@ from comfy_api.latest import io, ui
 from .. import server_messages
 from . import patch as cutoff_patch
 from . import schedule as cs
+from . import settled
 from ..validation import require, verdict
 
 CATEGORY = "shapefirst/guidance"
@@ -16,7 +17,10 @@ WIDGETS = {
     "cutoff_mode": lambda default: io.Combo.Input("cutoff_mode", options=list(cs.MODES), default=default, tooltip=(
         "How the moment the text is dropped is given. 'guided steps': after this many sampling "
         "steps. 'fraction of steps': after this share of the steps. 'sigma': once the noise level "
-        "falls to this sigma. 'adaptive': when the measured text guidance becomes small. "
+        "falls to this sigma. 'adaptive': when ||eps_c - eps_u|| / ||eps_u|| falls below adaptive_threshold "
+        "(the older rule; its threshold means something different on every model). 'automatic (shape "
+        "settled)': when the text no longer changes the shape of the predicted picture (auto_threshold), "
+        "measured at every guided step; no step count to tune. "
         "The paper's a (final steps without text) is total steps minus guided steps.")),
     "guided_steps": lambda default: io.Int.Input("guided_steps", default=default, min=0, max=10000, tooltip=(
         "Mode 'guided steps': how many steps use the text (full CFG); the rest evaluate one branch. "
@@ -72,13 +76,24 @@ WIDGETS = {
         "keep_before_start", options=list(cs.KEEP_BEFORE_CHOICES), default=default, optional=True, tooltip=(
             "Which branch runs before the guidance start (when one is set). 'cond' (the interval paper, "
             "Kynkaanniemi et al. 2024): the prompt, unamplified (cfg 1). 'uncond': no text at all yet.")),
+    # The automatic mode (optional, after every other input: saved workflows keep their widget order).
+    "auto_threshold": lambda default: io.Float.Input(
+        "auto_threshold", default=default, min=0.0, max=settled.MAX_THRESHOLD, step=0.01, optional=True, tooltip=(
+            "Mode 'automatic (shape settled)': at every full-CFG step the node measures how much dropping the text "
+            "now would change the shape of the predicted picture (the low band of x0, as a share of it; the same "
+            "for eps, v and flow models, and it includes the noise level and cfg). The text goes once this is "
+            "below the threshold for every image of the batch. Lower keeps the text longer (closer to full CFG, "
+            "less saved); 0 never cuts. 0.25 kept every shape attribute of the demo model (docs/demo_model/report.md, "
+            "the frontier).")),
 }
 
 
 def cutoff_inputs():
     """The inputs both nodes share, in the order the widgets appear."""
     defaults = cs.CutoffSettings()
-    return [WIDGETS[name](getattr(defaults, name)) for name in cs.INPUT_NAMES] + [empty_conditioning_input()]
+    names = [name for name in cs.INPUT_NAMES if name not in cs.AUTOMATIC_INPUT_NAMES]
+    return ([WIDGETS[name](getattr(defaults, name)) for name in names] + [empty_conditioning_input()]
+            + [WIDGETS[name](getattr(defaults, name)) for name in cs.AUTOMATIC_INPUT_NAMES])
 
 
 def empty_conditioning_input():

@@ -29,6 +29,7 @@ import comfy.samplers
 
 from . import neighbours as nb
 from . import schedule as cs
+from . import settled
 from ..validation import require
 
 RUN_STATE_KEY = "shapefirst_guidance_cutoff"
@@ -84,9 +85,12 @@ class CutoffRun:
         self.before_start_evaluations = 0  # one-branch evaluations before the guidance start
         self.adaptive = settings.cutoff_mode == cs.MODE_ADAPTIVE
         self.adaptive_floor = cs.adaptive_floor_sigma(settings, schedule) if self.adaptive else None
+        self.automatic = settings.cutoff_mode == cs.MODE_AUTOMATIC
+        self.cfg = None  # the guider's cfg when it is one number (the automatic mode's measure uses it)
+        self.shape_trace = []  # automatic: (sigma, the batch's largest shape effect) per measured evaluation
         self.dropped = False
         self.drop_sigma = None  # sigma of the first single-branch evaluation
-        self.adaptive_cut = None  # adaptive: the sigma whose measurement ended the text
+        self.adaptive_cut = None  # adaptive, automatic: the sigma whose measurement ended the text
         self.last_reported_step = -1
         self.full_evaluations = 0
         self.single_evaluations = 0
@@ -162,6 +166,22 @@ class CutoffRun:
         if value_sigma <= self.adaptive_floor and max(per_image) < self.settings.adaptive_threshold:
             self.adaptive_cut = value_sigma  # evaluations below it go without text
 
+    def observe_shape(self, sigma, known, cond_pred, uncond_pred):
+        """Automatic mode: after each guided evaluation, drop the text from the next evaluation on
+        once the text's effect on the shape of the predicted picture is below the threshold for
+        every image of the batch (``settled``). One read per measured evaluation: the batch's
+        largest effect, with the sigma only where the schedule does not give it exactly."""
+        if self.adaptive_cut is not None:
+            return
+        value = settled.batch_effect(cond_pred, uncond_pred, self.cfg, self.settings.keep == cs.KEEP_COND)
+        if known.exact is not None:
+            value_sigma, (measured,) = known.exact, self._read(value)
+        else:
+            value_sigma, measured = self._read(sigma.max(), value)
+        self.shape_trace.append((value_sigma, measured))
+        if settled.settled(measured, self.settings.auto_threshold):
+            self.adaptive_cut = value_sigma  # evaluations below it go without text
+
     def guided_steps(self):
         """Steps that used the text (before the guidance start too: ``U`` steps unguided, then
         full CFG), read off the schedule at the sigma where it stopped."""
@@ -205,6 +225,10 @@ class CutoffRun:
         if not self.single_evaluations:  # (adaptive mode can decide after the last evaluation)
             if self.adaptive:
                 why = "the guidance never fell below the threshold before the last evaluation"
+            elif self.automatic:
+                largest = f" (at the last measurement {self.shape_trace[-1][1]:.3g})" if self.shape_trace else ""
+                why = (f"the text's effect on the shape never fell below auto_threshold "
+                       f"{self.settings.auto_threshold:g}{largest} before the last evaluation")
             elif self.cut_sigma is None:
                 why = "the cutoff is at or past the last step"
             else:
@@ -273,6 +297,11 @@ class CutoffRun:
         return f"{line} {'; '.join(details)}."
 
     def _where(self):
+        if self.automatic and self.adaptive_cut is not None:
+            step = cs.guided_steps_below(self.schedule, self.adaptive_cut) + 1
+            return (f"automatic: in step {step} (sigma {self.adaptive_cut:.4g}) the text changed the shape of the "
+                    f"predicted picture by {self.shape_trace[-1][1]:.3g} at most over the batch, below auto_threshold "
+                    f"{self.settings.auto_threshold:g}: the shape had settled")
         if self.adaptive_cut is not None:
             return f"adaptive: guidance measured small at sigma {self.adaptive_cut:.4g}"
         return f"from sigma {self.drop_sigma:.4g}"
@@ -335,6 +364,8 @@ class GuidanceCutoffPatch:
         run.count(single=False)
         if run.adaptive:
             run.observe(args["sigma"], known, out[0], out[1], args["input"])
+        elif run.automatic:
+            run.observe_shape(args["sigma"], known, out[0], out[1])
         return out
 
     def outer_sample_wrapper(self, executor, *args, **kwargs):
@@ -362,6 +393,7 @@ class GuidanceCutoffPatch:
         run.neighbours = nb.find_neighbours(model_options, self.previous_calc_cond_batch)
         require(nb.refusal(run.neighbours, self.settings))
         run.guider_name = type(guider).__name__
+        run.cfg = getattr(guider, "cfg", None)  # (KJNodes' scheduled guider holds a list there: not used)
         run.empty_conds = _empty_in_uncond_slot(guider)
         slot = model_options.get("sampler_calc_cond_batch_function")
         if slot != self.evaluate_branches:  # a later patch overwrote the one slot: say so, don't pretend
@@ -505,6 +537,8 @@ def describe_plan(settings):
         plan = f"text for the first {100 * settings.guided_fraction:g}% of the steps"
     elif settings.cutoff_mode == cs.MODE_SIGMA:
         plan = f"text while sigma > {settings.cutoff_sigma:g}"
+    elif settings.cutoff_mode == cs.MODE_AUTOMATIC:
+        plan = f"text {_automatic_words(settings)}"
     else:
         plan = (f"text until ||eps_c - eps_u|| / ||eps_u|| < {settings.adaptive_threshold:g} "
                 f"(between step {settings.adaptive_min_steps} and {settings.adaptive_max_steps})")
@@ -528,9 +562,16 @@ def describe_window_plan(settings):
     if mode == cs.MODE_SIGMA:
         return (f"{what} while sigma > {settings.guidance_start_sigma:g}, full CFG for sigma in "
                 f"({settings.cutoff_sigma:g}, {settings.guidance_start_sigma:g}], {after}")
+    if mode == cs.MODE_AUTOMATIC:
+        return f"{what} for {_steps(0, settings.guidance_start_step - 1)}, full CFG {_automatic_words(settings)}, {after}"
     return (f"{what} for {_steps(0, settings.guidance_start_step - 1)}, full CFG until "
             f"||eps_c - eps_u|| / ||eps_u|| < {settings.adaptive_threshold:g} (between step "
             f"{settings.adaptive_min_steps} and {settings.adaptive_max_steps}), {after}")
+
+
+def _automatic_words(settings):
+    return (f"until its effect on the shape of the predicted picture (low band of x0) is below "
+            f"{settings.auto_threshold:g} for every image of the batch")
 
 
 def _kept_words(keep):

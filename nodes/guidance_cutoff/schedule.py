@@ -25,13 +25,16 @@ import math
 from dataclasses import dataclass, fields
 from types import SimpleNamespace
 
+from . import settled
 from ..validation import require
 
 MODE_STEPS = "guided steps"
 MODE_FRACTION = "fraction of steps"
 MODE_SIGMA = "sigma"
-MODE_ADAPTIVE = "adaptive"
-MODES = (MODE_STEPS, MODE_FRACTION, MODE_SIGMA, MODE_ADAPTIVE)
+MODE_ADAPTIVE = "adaptive"  # the ratio rule ||eps_c - eps_u|| / ||eps_u||, kept as it was for saved workflows
+MODE_AUTOMATIC = "automatic (shape settled)"  # the text's effect on the shape of x0 (``settled``)
+MODES = (MODE_STEPS, MODE_FRACTION, MODE_SIGMA, MODE_ADAPTIVE, MODE_AUTOMATIC)
+MEASURING_MODES = (MODE_ADAPTIVE, MODE_AUTOMATIC)  # modes that decide from measured guidance
 
 KEEP_UNCOND = "uncond"  # the paper's unconditional: the empty prompt where one is given, else the negative
 KEEP_COND = "cond"
@@ -60,6 +63,7 @@ class CutoffSettings:
     guidance_start_fraction: float = 0.0
     guidance_start_sigma: float = 0.0
     keep_before_start: str = KEEP_COND
+    auto_threshold: float = settled.DEFAULT_THRESHOLD
 
     def __post_init__(self):
         require(check_settings(self))
@@ -81,10 +85,14 @@ class CutoffSettings:
 INPUT_NAMES = tuple(f.name for f in fields(CutoffSettings))
 # The inputs added with the guidance start: optional in the nodes (missing means default).
 START_INPUT_NAMES = ("guidance_start_step", "guidance_start_fraction", "guidance_start_sigma", "keep_before_start")
+# The automatic mode's inputs: optional and after every other input (a saved workflow's widget
+# values keep their positions; missing means default).
+AUTOMATIC_INPUT_NAMES = ("auto_threshold",)
 
 # The guidance start's input and the cutoff's, per mode (adaptive: its start in steps, its own end).
 START_INPUT = {MODE_STEPS: "guidance_start_step", MODE_FRACTION: "guidance_start_fraction",
-               MODE_SIGMA: "guidance_start_sigma", MODE_ADAPTIVE: "guidance_start_step"}
+               MODE_SIGMA: "guidance_start_sigma", MODE_ADAPTIVE: "guidance_start_step",
+               MODE_AUTOMATIC: "guidance_start_step"}
 CUTOFF_INPUT = {MODE_STEPS: "guided_steps", MODE_FRACTION: "guided_fraction",
                 MODE_SIGMA: "cutoff_sigma", MODE_ADAPTIVE: "adaptive_min_steps"}
 
@@ -131,6 +139,9 @@ def check_settings(s):
     if s.adaptive_min_steps > s.adaptive_max_steps:
         return (f"adaptive_min_steps ({s.adaptive_min_steps}) must not exceed adaptive_max_steps "
                 f"({s.adaptive_max_steps}); lower the minimum or raise the maximum.")
+    problem = settled.check_threshold(s.auto_threshold)
+    if problem:
+        return problem
     return check_start(s)
 
 
@@ -148,6 +159,8 @@ def check_start(s):
     if not _finite(s.guidance_start_sigma) or s.guidance_start_sigma < 0:
         return (f"guidance_start_sigma must be a noise level >= 0 (full CFG once sigma is at or below it; 0: "
                 f"from the first step); got {s.guidance_start_sigma!r}.")
+    if s.cutoff_mode == MODE_AUTOMATIC:
+        return None  # it measures from the guidance start on (a start past the run: no full-CFG step)
     start, cutoff = START_INPUT[s.cutoff_mode], CUTOFF_INPUT[s.cutoff_mode]
     start_value, cutoff_value = getattr(s, start), getattr(s, cutoff)
     if not start_value:
@@ -195,8 +208,11 @@ def steps_in_unit(mode, value, schedule):
 
 
 def fixed_guided_steps(settings, schedule):
-    """``N`` for the fixed modes (for adaptive: its maximum), clamped to the run's steps."""
+    """``N`` for the fixed modes (for adaptive: its maximum; automatic: every step, it has no
+    fixed end), clamped to the run's steps."""
     mode = settings.cutoff_mode
+    if mode == MODE_AUTOMATIC:
+        return step_count(schedule)
     name = "adaptive_max_steps" if mode == MODE_ADAPTIVE else CUTOFF_INPUT[mode]
     return steps_in_unit(mode, getattr(settings, name), schedule)
 
@@ -204,7 +220,8 @@ def fixed_guided_steps(settings, schedule):
 def cutoff_sigma_for(settings, schedule):
     """The noise level at and below which one branch is evaluated, or None: text everywhere.
 
-    For the adaptive mode this is the latest possible cutoff (its maximum step).
+    For the adaptive mode this is the latest possible cutoff (its maximum step); the automatic
+    mode has none.
     """
     total = step_count(schedule)
     if settings.cutoff_mode == MODE_SIGMA:

@@ -85,7 +85,7 @@ def test_guidance_starts_are_drawn_before_the_cutoff():
     assert {c.mode for c in started} == set(fm.MODES)
     assert {c.start["keep_before_start"] for c in started} == set(fm.KEEPS)
     for c in started:
-        if "guidance_start_step" in c.start:
+        if "guidance_start_step" in c.start and c.mode != cs.MODE_AUTOMATIC:  # (automatic: no fixed end)
             end = c.cutoff["guided_steps" if c.mode == "guided steps" else "adaptive_min_steps"]
             assert 0 <= c.start["guidance_start_step"] < end
         if "guidance_start_fraction" in c.start:
@@ -94,6 +94,15 @@ def test_guidance_starts_are_drawn_before_the_cutoff():
     assert any(isinstance(c.start.get("guidance_start_sigma"), tuple) for c in started)
     # drawn last: the other fields of a case are those of the same case id without starts
     assert len(cases) - len(started) > 100
+
+
+def test_the_automatic_mode_is_drawn_late_with_its_thresholds():
+    cases = fm.draw_cases(fm.DEFAULT_SEED, 0, 550)
+    automatic = [c for c in cases if c.mode == cs.MODE_AUTOMATIC]
+    assert automatic and all(set(c.cutoff) == {"auto_threshold"} for c in automatic)
+    thresholds = {c.cutoff["auto_threshold"] for c in automatic}
+    assert {0.0, cs.CutoffSettings().auto_threshold} <= thresholds and len(thresholds) > 3
+    assert any(c.start for c in automatic) and any(c.mode == cs.MODE_AUTOMATIC for c in cases[:50])
 
 
 def test_before_start_is_one_way():
@@ -117,7 +126,10 @@ def test_the_late_draws_keep_every_earlier_field_of_a_case_id(monkeypatch):
         assert len(added) <= 1 and added <= set(fm.GUIDANCE_PATCHES)
         # a later keep only ever replaces "uncond" (the same branch without an empty prompt)
         assert case.keep == earlier.keep or (earlier.keep == "uncond" and case.keep not in fm.KEEPS)
-        assert replace(case, negative="", cache={}, patches=earlier.patches, keep=earlier.keep, empty=False) == earlier
+        # a later mode only ever replaces "adaptive" (with its own inputs)
+        assert case.mode == earlier.mode or (earlier.mode == cs.MODE_ADAPTIVE and case.mode not in fm.EARLY_MODES)
+        assert replace(case, negative="", cache={}, patches=earlier.patches, keep=earlier.keep, empty=False,
+                       mode=earlier.mode, cutoff=earlier.cutoff) == earlier
     assert sum(c != e for c, e in zip(cases, before)) > 200
 
 

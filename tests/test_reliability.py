@@ -8,6 +8,7 @@ Replay one fuzz case: ``SHAPEFIRST_FUZZ_SEED=<seed> python -m pytest tests/test_
 ``python -m pytest tests/test_reliability.py -m slow`` (500 more cases;
 ``SHAPEFIRST_FUZZ_CASES=N`` sets how many the default run draws).
 """
+import math
 import os
 import traceback
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
+from shapefirst.nodes.guidance_cutoff import settled
 from shapefirst.tools import fuzz_matrix as fm
 from shapefirst.tools import headless, model_families
 
@@ -119,6 +121,7 @@ class Evaluation:
         self.forwards = 0  # of self.calls, those the diffusion model really ran (EasyCache skips some)
         self.extra_forwards = 0  # the same of self.extra
         self.relative = None  # max over the batch of ||eps_c - eps_u|| / ||eps_u|| when both ran
+        self.predictions = None  # (cond, uncond) x0 predictions when both ran (the automatic mode's measure)
         self.uncond_text = None  # the unconditional branch's text embedding as the slot got it
 
     @property
@@ -191,6 +194,7 @@ class Recorder:
                 norm = torch.linalg.vector_norm
                 ratio = norm((out[0] - out[1]).float(), dim=dims) / norm((x - out[1]).float(), dim=dims)
                 evaluation.relative = float(ratio.max())
+                evaluation.predictions = (out[0].detach().clone(), out[1].detach().clone())
             return out
 
         def unet(apply_model, args):
@@ -310,11 +314,19 @@ def resolve_settings(cs, case, schedule):
     return cs.CutoffSettings(cutoff_mode=case.mode, keep=case.keep, **values)
 
 
-def expected_guided(cs, settings, schedule, evaluations):
+def expected_guided(cs, settings, schedule, evaluations, cfg=None):
     """Per evaluation, whether it should run both branches (README, "Which evaluations are
-    guided"), and whether an adaptive decision was too close to call; none before the guidance start."""
+    guided"), and whether an adaptive decision was too close to call; none before the guidance start.
+    ``cfg``: the sampler's cfg (the automatic mode measures with it)."""
     sigmas = [e.sigma for e in evaluations]
     before = fm.before_start(sigmas, cs.start_sigma_for(settings, schedule))
+    if settings.cutoff_mode == cs.MODE_AUTOMATIC:
+        # every guided evaluation may decide (no minimum): the rule of the adaptive mode on the shape measure
+        keep_cond = settings.keep == cs.KEEP_COND
+        measured = [None if e.predictions is None else float(settled.batch_effect(*e.predictions, cfg, keep_cond))
+                    for e in evaluations]
+        guided, ambiguous = fm.adaptive_branches(measured, sigmas, math.inf, None, settings.auto_threshold)
+        return [g and not b for g, b in zip(guided, before)], ambiguous
     if settings.cutoff_mode == cs.MODE_ADAPTIVE:
         latest = cs.cutoff_sigma_for(settings, schedule)
         floor = cs.adaptive_floor_sigma(settings, schedule)
@@ -435,7 +447,7 @@ def check_evaluations(case, cs, settings, stock, evals, summary):
     """Which evaluations ran both branches, and that each ran exactly the UNet calls it should."""
     where, schedule, stock_evals = case.describe(), stock.schedule, stock.evaluations
     walks = case.sampler not in fm.OFF_SCHEDULE_SAMPLERS
-    guided, ambiguous = expected_guided(cs, settings, schedule, evals)
+    guided, ambiguous = expected_guided(cs, settings, schedule, evals, case.cfg)
     before = fm.before_start([e.sigma for e in evals], cs.start_sigma_for(settings, schedule))
     # the evaluations compared with stock's, one by one: all of them, but with LazyCache only
     # those before it can decide differently (it skips evaluations from the latent it measured)

@@ -9,6 +9,7 @@ import random
 from dataclasses import dataclass, field, replace
 
 from ..nodes.guidance_cutoff import schedule as cs
+from ..nodes.guidance_cutoff import settled
 
 DEFAULT_SEED = 20240531  # any fixed value; SHAPEFIRST_FUZZ_SEED overrides it in the test
 
@@ -36,6 +37,11 @@ OFF_SCHEDULE_SAMPLERS = ("dpm_fast", "dpm_adaptive")
 SCHEDULERS = ("simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal",
               "linear_quadratic", "kl_optimal")
 MODES = cs.MODES  # (the cutoff's own list: a new mode is drawn as soon as it exists)
+# The modes a case's id has always drawn, in their order (a longer list would move every later draw
+# of every case). A mode the cutoff adds later ("automatic (shape settled)", issue 23) is drawn last,
+# in place of "adaptive" (the other measuring mode): LATE_MODE_SHARE of those cases.
+EARLY_MODES = (cs.MODE_STEPS, cs.MODE_FRACTION, cs.MODE_SIGMA, cs.MODE_ADAPTIVE)
+LATE_MODE_SHARE = 0.5
 # The keeps a case's id has always drawn, in their order (a longer list would move every later
 # draw of every case). keep_before_start draws from these too. A keep the cutoff adds later
 # ("negative", issue 21) is drawn last, in place of "uncond": LATE_KEEP_SHARE.
@@ -222,14 +228,27 @@ def _late_draws(rng, case):
     if swap < LATE_KEEP_SHARE and late_keeps and keep == "uncond":
         keep = late_keeps[int(which * len(late_keeps))]
     empty = rng.random() < EMPTY_SHARE
-    return replace(case, negative=negative, cache=cache, patches=patches, keep=keep, empty=empty)
+    case = replace(case, negative=negative, cache=cache, patches=patches, keep=keep, empty=empty)
+    return _late_mode(rng, case)
+
+
+def _late_mode(rng, case):
+    """The modes the cutoff added after the first four, in place of 'adaptive' (its guidance start, in
+    steps, is kept). The same draws whatever the case, so a draw added after these does not move."""
+    swap, which = rng.random(), rng.random()
+    threshold = rng.choice([0.0, settled.DEFAULT_THRESHOLD, settled.MAX_THRESHOLD, _rounded(rng, 0.05, 2.0, 3)])
+    late_modes = [m for m in MODES if m not in EARLY_MODES]
+    if swap < LATE_MODE_SHARE and late_modes and case.mode == cs.MODE_ADAPTIVE:
+        mode = late_modes[int(which * len(late_modes))]
+        return replace(case, mode=mode, cutoff={"auto_threshold": threshold})
+    return case
 
 
 def draw_case(seed, index):
     """Case ``index`` of the stream ``seed``."""
     rng = random.Random(f"shapefirst-fuzz:{seed}:{index}")
     steps = rng.randint(4, 6)
-    mode = rng.choice(MODES)
+    mode = rng.choice(EARLY_MODES)
     patch_count = rng.choices([0, 1, 2], weights=[3, 5, 2])[0]
     patch_names = sorted(rng.sample(PATCHES, patch_count))
     architecture = rng.choice(UNET_ARCHITECTURES)

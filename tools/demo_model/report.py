@@ -3,6 +3,7 @@
 
     python tools/demo_model/report.py                # full setting, writes docs/demo_model/
     python tools/demo_model/report.py --quick        # a reduced setting (seconds), for a smoke run
+    python tools/demo_model/report.py --frontier-only  # only the frontier (4.), merged into the report
 
 Every picture is sampled by the host's KSampler from the ShapeFirst Demo Checkpoint's
 model, its prompts encoded by CLIPTextEncode or the pack's EOS nodes, the cutoff applied by
@@ -20,6 +21,10 @@ Frequency nodes; the attribute scorer (nodes/demo_models/scorer.py) reads the pi
 3. frequencies: the Frequency Trace of x0's low and high band per step, and at which step
    each reaches (and stays within 10 % of) its final level; the forward-process curves
    of the generated training pictures (Forward Frequency node).
+4. the frontier: UNet work saved against adherence and PSNR to full CFG for the cutoff's ways of
+   choosing the cut (fixed shares keeping uncond or cond, the adaptive ratio rule, the automatic
+   mode, a guidance window), each at its defaults; and with a negative prompt, how many pictures
+   follow it.
 """
 import argparse
 import dataclasses
@@ -83,6 +88,9 @@ def parse_args(argv=None):
     p.add_argument("--negative-only", action="store_true", help=(
         "run only the negative-prompt experiment and merge it into the report.json in --output-dir "
         "(its date and machine are recorded beside it)"))
+    p.add_argument("--frontier-only", action="store_true", help=(
+        "run only the frontier (UNet work saved against adherence for every way of choosing the cut) and "
+        "merge it into the report.json in --output-dir (its date and machine are recorded beside it)"))
     return p.parse_args(argv)
 
 
@@ -299,6 +307,7 @@ def run(model, clip, vae, setting, out_dir, log=print):
     # 1b. a negative prompt in the graph
     report["negative_prompt"], negative_images = negative_prompt_experiment(model, clip, vae, setting, log)
     grid(negative_images, list(negative_images), out_dir / "negative_prompt.png")
+    report["frontier"] = frontier_section(model, clip, vae, setting, out_dir, log)
 
     # 2. [EOS]
     split = node("ShapeFirstEOSSplit", "nodes.eos_tokens.nodes")
@@ -433,7 +442,8 @@ def markdown(report):
         lines.append(f"| {row['sampler']} | {row['keep']} | {row['a']} | {_adherence_cells(row['adherence'])} | "
                      f"{m['L1']:.4f} | {m['PSNR']:.1f} | {m['SSIM']:.3f} | {_pct(row['unet_work_saved'])} |")
     lines += ["", "Rows of the grid (euler): " + "; ".join(report["grids"]["acceleration_euler.png"]) + ".", "",
-              "![acceleration, euler](acceleration_euler.png)", ""] + negative_markdown(report) + [
+              "![acceleration, euler](acceleration_euler.png)", ""] + negative_markdown(report) + frontier_markdown(
+              report) + [
               "## 2. [EOS]", "", "EOS Split: the [EOS] block only (the prompt's tokens replaced) vs the prompt's tokens only "
               "(the [EOS] block replaced), replacement in brackets.", "",
               f"| conditioning | {head} |", "|---|" + "---|" * len(names)]
@@ -536,6 +546,154 @@ def merge_negative_prompt(model, clip, vae, setting, out_dir):
     return report
 
 
+# ---------------------------------------------------------------- 4. the frontier (issue 23)
+FRONTIER_SHARES = (0.3, 0.5, 0.7)  # a: share of the final steps without text, for the fixed cuts
+FRONTIER_WINDOW = (0.2, 0.7)  # the guidance window's start and end, as shares of the steps
+SHAPE_ATTRIBUTES = ("kind", "colour", "size", "position")  # what the shape stage decides (the issue's columns)
+
+
+def frontier_configurations():
+    """(label, the Guidance Cutoff's inputs; None: full CFG), each way of choosing the cut at its defaults."""
+    from shapefirst.nodes.guidance_cutoff import schedule as cs
+    rows = [("full CFG", None)]
+    for keep in KEEPS:
+        rows += [(f"fixed, a = {a} (text for the first {1 - a:.0%} of the steps), keep {keep}",
+                  {"cutoff_mode": cs.MODE_FRACTION, "guided_fraction": round(1.0 - a, 4), "keep": keep})
+                 for a in FRONTIER_SHARES]
+    start, end = FRONTIER_WINDOW
+    return rows + [
+        ("adaptive (ratio rule), defaults", {"cutoff_mode": cs.MODE_ADAPTIVE}),
+        ("automatic (shape settled), defaults", {"cutoff_mode": cs.MODE_AUTOMATIC}),
+        ("automatic (shape settled), keep cond", {"cutoff_mode": cs.MODE_AUTOMATIC, "keep": "cond"}),
+        (f"guidance window: text unguided for the first {start:.0%}, full CFG until {end:.0%}, keep uncond",
+         {"cutoff_mode": cs.MODE_FRACTION, "guidance_start_fraction": start, "guided_fraction": end})]
+
+
+def frontier_model(model, inputs, empty_conditioning=None):
+    """The Guidance Cutoff node's model for ``inputs`` (the others at their defaults) and its patch."""
+    from shapefirst.nodes.guidance_cutoff import schedule
+    values = {**dataclasses.asdict(schedule.CutoffSettings()), **inputs}
+    if empty_conditioning is not None:
+        values["empty_conditioning"] = empty_conditioning
+    patched = node("ShapeFirstGuidanceCutoff", "nodes.guidance_cutoff.nodes").EXECUTE_NORMALIZED(
+        model=model, **values).result[0]
+    return patched, patched.model_options["sampler_calc_cond_batch_function"].__self__
+
+
+def frontier_run(model, vae, positive, negative, setting, inputs, empty=None):
+    """One configuration (euler): its pictures, the UNet work saved, the steps with text and the run's summary."""
+    counter = UNetRows()
+    full_rows = 2 * setting.prompts * setting.steps
+    patched, patch = frontier_model(model, inputs, empty) if inputs is not None else (model, None)
+    images = sample(counter.attach(patched), vae, positive, negative, setting, "euler", "normal")
+    run = patch.last_run if patch is not None else None
+    return images, {"unet_work_saved": 1.0 - counter.rows / full_rows,
+                    "guided_steps": run.guided_steps() if run else setting.steps,
+                    "summary": run.summary() if run else "full CFG"}
+
+
+def frontier_experiment(model, clip, vae, setting, log=print):
+    """The frontier on the report's prompts (euler, empty negative), then the negative-prompt check."""
+    import nodes
+    scorer = scorer_module.AttributeScorer()
+    encode = nodes.CLIPTextEncode()
+    rng = np.random.default_rng(setting.seed)  # the acceleration table's prompts
+    truth = [shapes_data.random_attributes(rng) for _ in range(setting.prompts)]
+    positive = stack([encode.encode(clip, shapes_data.canonical_caption(a))[0] for a in truth])
+    negative = stack([encode.encode(clip, "")[0] for _ in truth])
+    rows, pictures, reference = [], {}, None
+    for label, inputs in frontier_configurations():
+        images, row = frontier_run(model, vae, positive, negative, setting, inputs)
+        reference = images if reference is None else reference
+        row.update(configuration=label, inputs=inputs or {}, adherence=scorer.adherence(images.numpy(), truth),
+                   vs_full_cfg=image_metrics(images, reference))
+        rows.append(row)
+        pictures[label] = images
+        log(f"frontier, {label}: saved {100 * row['unet_work_saved']:.1f}%, {row['adherence']}")
+    return {"sampler": "euler", "scheduler": "normal", "steps": setting.steps, "cfg": setting.cfg,
+            "pictures": setting.prompts, "rows": rows,
+            "negative_prompt": frontier_negative(model, clip, vae, setting, scorer, log)}, pictures
+
+
+def frontier_negative(model, clip, vae, setting, scorer, log=print):
+    """The automatic mode with a negative prompt differing from the prompt in every attribute (the
+    negative-prompt experiment's prompts): the share of pictures following the negative prompt."""
+    from shapefirst.nodes.guidance_cutoff import schedule as cs
+    import nodes
+    rng = np.random.default_rng(setting.seed + 4)
+    truth = [shapes_data.random_attributes(rng) for _ in range(setting.prompts)]
+    negatives = [different_attributes(rng, a) for a in truth]
+    encode = nodes.CLIPTextEncode()
+    positive = stack([encode.encode(clip, shapes_data.canonical_caption(a))[0] for a in truth])
+    negative = stack([encode.encode(clip, shapes_data.canonical_caption(a))[0] for a in negatives])
+    automatic = {"cutoff_mode": cs.MODE_AUTOMATIC}
+    rows = []
+    for label, inputs, empty in (("full CFG", None, None),
+                                 ("automatic, no empty prompt (the negative runs alone)", automatic, None),
+                                 ("automatic, empty prompt connected", automatic, encode.encode(clip, "")[0])):
+        images, row = frontier_run(model, vae, positive, negative, setting, inputs, empty)
+        read = scorer.read(images.numpy())
+        row.update(configuration=label, follows_negative={
+            n: float(np.mean([r[n] == b[n] for r, b in zip(read, negatives)])) for n in shapes_data.ATTRIBUTES})
+        rows.append(row)
+        log(f"frontier, negative prompt, {label}: follows the negative {row['follows_negative']}")
+    return rows
+
+
+def frontier_section(model, clip, vae, setting, out_dir, log=print):
+    """The frontier's data, its date and machine; its grid written into ``out_dir``."""
+    started = time.time()
+    data, pictures = frontier_experiment(model, clip, vae, setting, log)
+    data.update(seconds=round(time.time() - started), machine=_machine(),
+                date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    grid(pictures, list(pictures), Path(out_dir) / "frontier.png")
+    return data
+
+
+def merge_frontier(model, clip, vae, setting, out_dir, prompts_given=False):
+    """The frontier alone, merged into an existing report (its own date and machine), on as many
+    prompts as the report's other rows unless ``prompts_given``."""
+    path = out_dir / "report.json"
+    report = json.loads(path.read_text())
+    if not prompts_given:
+        setting = dataclasses.replace(setting, prompts=report["setting"]["prompts"])
+    report["frontier"] = frontier_section(model, clip, vae, setting, out_dir)
+    report.setdefault("grids", {})["frontier.png"] = [r["configuration"] for r in report["frontier"]["rows"]]
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    (out_dir / "report.md").write_text(markdown(report))
+    (out_dir / "readme_summary.md").write_text(readme_summary(report))
+    return report
+
+
+def frontier_markdown(report):
+    """The frontier's section of the report (empty when the report predates it)."""
+    data = report.get("frontier")
+    if not data:
+        return []
+    names = shapes_data.ATTRIBUTES
+    lines = ["## 4. The frontier: UNet work saved against adherence", "",
+             f"Measured {data['date']} on {data['machine']} in {data['seconds']} s (`report.py --frontier-only`): "
+             f"the acceleration table's prompts ({data['pictures']} pictures per row, {data['sampler']}, "
+             f"{data['steps']} steps, cfg {data['cfg']}, empty negative), every way of choosing the cut at its "
+             "defaults. UNet work = rows the UNet evaluated (pictures x branches); steps with text as the run's "
+             "summary reports them; PSNR against the full-CFG pictures (same seed).", "",
+             "| configuration | steps with text | UNet work saved | " + " | ".join(names) + " | PSNR dB |",
+             "|---|---|---|" + "---|" * len(names) + "---|"]
+    for row in data["rows"]:
+        lines.append(f"| {row['configuration']} | {row['guided_steps']} | {100 * row['unet_work_saved']:.1f}% | "
+                     f"{_adherence_cells(row['adherence'])} | {row['vs_full_cfg']['PSNR']:.1f} |")
+    lines += ["", "With a negative prompt that differs from the prompt in every attribute (the negative-prompt "
+              "experiment's prompts): share of pictures whose attribute follows the NEGATIVE prompt.", "",
+              "| configuration | steps with text | UNet work saved | " + " | ".join(names) + " |",
+              "|---|---|---|" + "---|" * len(names)]
+    for row in data["negative_prompt"]:
+        lines.append(f"| {row['configuration']} | {row['guided_steps']} | {100 * row['unet_work_saved']:.1f}% | "
+                     f"{_adherence_cells(row['follows_negative'])} |")
+    lines += ["", "Rows of the grid: " + "; ".join(r["configuration"] for r in data["rows"]) + ".", "",
+              "![frontier](frontier.png)", ""]
+    return lines
+
+
 def _machine():
     return (f"CPU ({platform.machine()}), {torch.get_num_threads()} threads" if not torch.cuda.is_available()
             else torch.cuda.get_device_name())
@@ -550,6 +708,10 @@ def main(argv=None):
     if args.negative_only:
         report = merge_negative_prompt(model, clip, vae, setting, Path(args.output_dir))
         print("\n".join(negative_markdown(report)))
+        return
+    if args.frontier_only:
+        report = merge_frontier(model, clip, vae, setting, Path(args.output_dir), bool(args.prompts or args.quick))
+        print("\n".join(frontier_markdown(report)))
         return
     report = run(model, clip, vae, setting, args.output_dir)
     (Path(args.output_dir) / "readme_summary.md").write_text(readme_summary(report))

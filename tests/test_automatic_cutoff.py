@@ -18,6 +18,7 @@ import torch
 from shapefirst.nodes.frequency import bands
 from shapefirst.nodes.guidance_cutoff import schedule as cs
 from shapefirst.nodes.guidance_cutoff import settled
+from test_demo_model import demo, report  # noqa: F401  (fixtures: the demo model, the report module)
 from test_guidance_cutoff import conds, latent, model  # noqa: F401  (fixtures: the tiny SD1.5)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,10 +87,10 @@ def _tiny():
     return STEPS, record_unet, sample
 
 
-def _automatic(host_bits, model, threshold, **settings):
+def _automatic(host_bits, base, threshold, **settings):
     cutoff, _ = host_bits
     messages = []
-    patched, patch = cutoff.apply_cutoff(model, cs.CutoffSettings(cutoff_mode=AUTOMATIC, auto_threshold=threshold,
+    patched, patch = cutoff.apply_cutoff(base, cs.CutoffSettings(cutoff_mode=AUTOMATIC, auto_threshold=threshold,
                                                                   **settings),
                                          lambda message, run: messages.append(message))
     return patched, patch, messages
@@ -104,7 +105,7 @@ def _threshold_cutting_midway(trace):
 
 @pytest.mark.host
 @pytest.mark.parametrize("sampler", ["euler", "heun", "dpmpp_2m"])
-def test_stock_before_the_cut_and_the_fixed_cut_at_the_same_step(host_bits, model, conds, latent, sampler):
+def test_stock_before_the_cut_and_the_fixed_cut_at_the_same_step(host_bits, model, conds, latent, sampler):  # noqa: F811  (fixtures)
     """Threshold 0 never cuts: stock bit for bit, every step measured. A threshold between the
     measured values cuts after the first measurement below it, and the run then equals the fixed
     cut at that step (which equals stock before it: tests/test_guidance_cutoff.py)."""
@@ -134,7 +135,7 @@ def test_stock_before_the_cut_and_the_fixed_cut_at_the_same_step(host_bits, mode
 
 
 @pytest.mark.host
-def test_one_read_per_measured_evaluation_and_the_summary_names_step_and_value(host_bits, model, conds, latent):
+def test_one_read_per_measured_evaluation_and_the_summary_names_step_and_value(host_bits, model, conds, latent):  # noqa: F811  (fixtures)
     steps, _, sample = _tiny()
     probe, patch, _ = _automatic(host_bits, model, 0.0)
     sample(probe, conds, latent)
@@ -150,7 +151,7 @@ def test_one_read_per_measured_evaluation_and_the_summary_names_step_and_value(h
 
 
 @pytest.mark.host
-def test_the_nodes_refuse_a_bad_threshold_and_show_the_plan(host_bits, model, conds):
+def test_the_nodes_refuse_a_bad_threshold_and_show_the_plan(host_bits, model, conds):  # noqa: F811  (fixtures)
     _, nodes_module = host_bits
     inputs = dict(cutoff_mode=AUTOMATIC, guided_steps=10, guided_fraction=0.5, cutoff_sigma=1.0, keep="uncond",
                   adaptive_threshold=0.15, adaptive_min_steps=3, adaptive_max_steps=1000)
@@ -166,81 +167,70 @@ def test_the_nodes_refuse_a_bad_threshold_and_show_the_plan(host_bits, model, co
 
 # ---------------------------------------------------------------- the demo model
 
-@pytest.fixture(scope="module")
-def demo(pack):
-    import nodes
-    return nodes.NODE_CLASS_MAPPINGS["ShapeFirstDemoCheckpoint"].EXECUTE_NORMALIZED().result
-
-
-@pytest.fixture(scope="module")
-def report(pack):
-    return pack["tools.demo_model.report"]
-
-
 def _frontier_row(label):
     frontier = json.loads((REPO / "docs" / "demo_model" / "report.json").read_text())["frontier"]
     return frontier, next(r for r in frontier["rows"] if r["configuration"] == label)
 
 
-def _prompts(report, clip, seed, count):
+def _prompts(report_module, clip, seed, count):
     import nodes
     from shapefirst.nodes.demo_models import shapes_data
     rng = np.random.default_rng(seed)
     truth = [shapes_data.random_attributes(rng) for _ in range(count)]
     encode = nodes.CLIPTextEncode()
-    positive = report.stack([encode.encode(clip, shapes_data.canonical_caption(a))[0] for a in truth])
-    negative = report.stack([encode.encode(clip, "")[0] for _ in truth])
+    positive = report_module.stack([encode.encode(clip, shapes_data.canonical_caption(a))[0] for a in truth])
+    negative = report_module.stack([encode.encode(clip, "")[0] for _ in truth])
     return truth, positive, negative
 
 
 @pytest.mark.host
-def test_on_the_demo_model_the_defaults_keep_the_adherence_the_frontier_measured(report, demo):
+def test_on_the_demo_model_the_defaults_keep_the_adherence_the_frontier_measured(report, demo):  # noqa: F811  (fixtures)
     """Fresh prompts at the report's setting with the automatic mode at its defaults: every shape
     attribute at least the frontier's automatic row minus two pictures, and some UNet work saved."""
     from shapefirst.nodes.demo_models import scorer
     frontier, row = _frontier_row("automatic (shape settled), defaults")
-    model, clip, vae = demo
+    unet, clip, vae = demo
     setting = dataclasses.replace(report.Setting(), prompts=DEMO_PROMPTS, seed=909)
     assert (frontier["steps"], frontier["cfg"]) == (setting.steps, setting.cfg)
     truth, positive, negative = _prompts(report, clip, setting.seed, DEMO_PROMPTS)
-    images, measured = report.frontier_run(model, vae, positive, negative, setting, {"cutoff_mode": AUTOMATIC})
+    images, measured = report.frontier_run(unet, vae, positive, negative, setting, {"cutoff_mode": AUTOMATIC})
     scored = scorer.AttributeScorer().adherence(images.numpy(), truth)
     for name in report.SHAPE_ATTRIBUTES:
         assert scored[name] >= row["adherence"][name] - ADHERENCE_MARGIN - 1e-9, (name, scored, row["adherence"])
     assert 0 < measured["unet_work_saved"] and "the shape had settled" in measured["summary"]
 
 
-def _automatic_cut(report, model, positive, negative, indices, seed):
+def _automatic_cut(report_module, unet, positive, negative, indices, seed):
     """The automatic mode at its defaults on the prompts ``indices`` of the conditionings, each image
     with the noise of its index (the latent's batch_index, as the host's Latent From Batch gives it):
     (steps with text, the measured values)."""
     import nodes
     from shapefirst.nodes.demo_models import shapes_data
-    setting = report.Setting()
+    setting = report_module.Setting()
     pick = lambda c: [[c[0][0][indices], c[0][1]]]  # noqa: E731
     size = shapes_data.IMAGE_SIZE // 8
-    latent = {"samples": torch.zeros(len(indices), 4, size, size), "batch_index": list(indices)}
-    patched, patch = report.frontier_model(model, {"cutoff_mode": AUTOMATIC})
+    empty = {"samples": torch.zeros(len(indices), 4, size, size), "batch_index": list(indices)}
+    patched, patch = report_module.frontier_model(unet, {"cutoff_mode": AUTOMATIC})
     with torch.inference_mode():
         nodes.KSampler().sample(patched, seed, setting.steps, setting.cfg, "euler", "normal", pick(positive),
-                                pick(negative), latent, denoise=1.0)
+                                pick(negative), empty, denoise=1.0)
     return patch.last_run.guided_steps(), [v for _, v in patch.last_run.shape_trace]
 
 
 @pytest.mark.host
-def test_a_prompt_whose_guidance_stays_large_keeps_the_text_longer(report, demo):
+def test_a_prompt_whose_guidance_stays_large_keeps_the_text_longer(report, demo):  # noqa: F811  (fixtures)
     """Each of a few prompts alone: the cut moves with the prompt, the prompt cut last still measured
     above the threshold where the first was cut, and the two in one batch (each with its own noise)
     are cut where the later one is: the text goes when every image is ready."""
-    model, clip, _ = demo
+    unet, clip, _ = demo
     seed = 515
     _, positive, negative = _prompts(report, clip, seed, 6)
-    runs = sorted((*_automatic_cut(report, model, positive, negative, [i], seed), i) for i in range(6))
+    runs = sorted((*_automatic_cut(report, unet, positive, negative, [i], seed), i) for i in range(6))
     (early, early_trace, first), (late, late_trace, last) = runs[0], runs[-1]
     assert early < late, [r[0] for r in runs]
     threshold = cs.CutoffSettings().auto_threshold
     assert early_trace[-1] < threshold <= late_trace[early - 1]  # measured at the same step: only one had settled
-    together, trace = _automatic_cut(report, model, positive, negative, [first, last], seed)
+    together, trace = _automatic_cut(report, unet, positive, negative, [first, last], seed)
     assert together == late and len(trace) == late
     # (the batch's value is the larger of the two; equal to a batch of one up to float rounding)
     assert trace[:early] == pytest.approx([max(a, b) for a, b in zip(late_trace, early_trace)], rel=1e-4)
@@ -254,13 +244,13 @@ def test_on_every_family_it_cuts_once_and_says_where_and_why(tiny, reporting_cut
     first measurement the text goes after the first step, once, and the summary says where and why."""
     from test_model_families import FAMILIES, STEPS, Calls, sample
     for family in FAMILIES:
-        model = tiny.tiny_family_model(family, seed=1)
-        positive, negative, latent = tiny.family_inputs(family, batch=1, seed=2)
+        unet = tiny.tiny_family_model(family, seed=1)
+        positive, negative, start = tiny.family_inputs(family, batch=1, seed=2)
         calls = Calls()
-        patched, patch, messages = reporting_cutoff(calls.install(model), cutoff_mode=AUTOMATIC,
+        patched, patch, messages = reporting_cutoff(calls.install(unet), cutoff_mode=AUTOMATIC,
                                                     auto_threshold=settled.MAX_THRESHOLD)
-        out = sample(patched, positive, negative, latent, calls)
-        batch = latent.shape[0]
+        out = sample(patched, positive, negative, start, calls)
+        batch = start.shape[0]
         assert torch.isfinite(out).all() and patch.last_run.shape_trace[0][1] < settled.MAX_THRESHOLD, family
         assert calls.calls == [(2 * batch, (0, 1))] + [(batch, (1,))] * (STEPS - 1), family
         assert len(messages) == 1 and f"text dropped after step 1 of {STEPS}" in messages[0], (family, messages)

@@ -21,8 +21,6 @@ evaluation.
 """
 import math
 
-import torch
-
 from ..frequency import bands
 
 DEFAULT_THRESHOLD = 0.25

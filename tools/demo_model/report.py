@@ -161,13 +161,8 @@ def negative_prompt_experiment(model, clip, vae, setting, log=print, configurati
     of pictures whose attribute follows the NEGATIVE prompt, and the prompt, per configuration. Shows
     what ComfyUI's uncond (the negative prompt) does after the cut, against the paper's empty prompt."""
     import nodes
-    rng = np.random.default_rng(setting.seed + 4)
-    truth = [shapes_data.random_attributes(rng) for _ in range(setting.prompts)]
-    negatives = [different_attributes(rng, a) for a in truth]
-    encode = nodes.CLIPTextEncode()
-    positive = stack([encode.encode(clip, shapes_data.canonical_caption(a))[0] for a in truth])
-    negative = stack([encode.encode(clip, shapes_data.canonical_caption(a))[0] for a in negatives])
-    empty = encode.encode(clip, "")[0]
+    truth, negatives, positive, negative = negative_prompt_pairs(clip, setting)
+    empty = nodes.CLIPTextEncode().encode(clip, "")[0]
     scorer = scorer_module.AttributeScorer()
     rows, pictures = [], {}
     for label, a, keep, with_empty in configurations:
@@ -183,6 +178,19 @@ def negative_prompt_experiment(model, clip, vae, setting, log=print, configurati
         log(f"negative prompt, {label}: follows the negative {rows[-1]['follows_negative']}")
     return {"sampler": "euler", "scheduler": "normal", "steps": setting.steps, "cfg": setting.cfg,
             "pictures": setting.prompts, "rows": rows}, pictures
+
+
+def negative_prompt_pairs(clip, setting):
+    """The negative-prompt experiment's prompts: the attributes of each prompt and of its negative
+    prompt (differing in every attribute), and their conditionings."""
+    import nodes
+    rng = np.random.default_rng(setting.seed + 4)
+    truth = [shapes_data.random_attributes(rng) for _ in range(setting.prompts)]
+    negatives = [different_attributes(rng, a) for a in truth]
+    encode = nodes.CLIPTextEncode()
+    positive = stack([encode.encode(clip, shapes_data.canonical_caption(a))[0] for a in truth])
+    negative = stack([encode.encode(clip, shapes_data.canonical_caption(a))[0] for a in negatives])
+    return truth, negatives, positive, negative
 
 
 def image_metrics(images, reference):
@@ -620,17 +628,13 @@ def frontier_negative(model, clip, vae, setting, scorer, log=print):
     negative-prompt experiment's prompts): the share of pictures following the negative prompt."""
     from shapefirst.nodes.guidance_cutoff import schedule as cs
     import nodes
-    rng = np.random.default_rng(setting.seed + 4)
-    truth = [shapes_data.random_attributes(rng) for _ in range(setting.prompts)]
-    negatives = [different_attributes(rng, a) for a in truth]
-    encode = nodes.CLIPTextEncode()
-    positive = stack([encode.encode(clip, shapes_data.canonical_caption(a))[0] for a in truth])
-    negative = stack([encode.encode(clip, shapes_data.canonical_caption(a))[0] for a in negatives])
+    _, negatives, positive, negative = negative_prompt_pairs(clip, setting)
     automatic = {"cutoff_mode": cs.MODE_AUTOMATIC}
     rows = []
     for label, inputs, empty in (("full CFG", None, None),
                                  ("automatic, no empty prompt (the negative runs alone)", automatic, None),
-                                 ("automatic, empty prompt connected", automatic, encode.encode(clip, "")[0])):
+                                 ("automatic, empty prompt connected", automatic,
+                                  nodes.CLIPTextEncode().encode(clip, "")[0])):
         images, row = frontier_run(model, vae, positive, negative, setting, inputs, empty)
         read = scorer.read(images.numpy())
         row.update(configuration=label, follows_negative={

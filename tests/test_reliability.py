@@ -513,14 +513,17 @@ def check_trajectory_until_the_cut(where, recorder, stock_callbacks):
         index += 1
 
 
-def check_cache(case, stock, recorder):
+def check_cache(case, stock, recorder, run_state=None, cache_start_sigma=None):
     """The cache's own signature beside the cutoff (the same graph without the cutoff: stock).
     Until the first one-branch evaluation the run is stock's, the cache's decisions included:
     LazyCache skips the same evaluations (the sampler asks, no slot runs), EasyCache the same
     diffusion-model forwards. After it the latent differs and so may what the cache decides
     (s20240531-c0140: LazyCache skipped 1 evaluation in stock, 2 beside the cutoff), but where
     stock skipped something the cache still does. (EasyCache is counted where the model runs its
-    DIFFUSION_MODEL wrappers: SD3's MMDiT does not in 0.3.75, and EasyCache never skips there.)"""
+    DIFFUSION_MODEL wrappers: SD3's MMDiT does not in 0.3.75, and EasyCache never skips there.)
+    Not required where the cache lost the branch it follows at the cut (the summary says so), nor where
+    the cut came before the cache started (``cache_start_sigma``: it never saw a guided step): the
+    automatic mode's early cuts, s20240531-c0532 and c0379."""
     where, evals = case.describe(), recorder.evaluations
     shared = same_as_stock_until(evals)  # evaluations shared with stock, the first one-branch one included
     if case.cache["node"] == "LazyCache":
@@ -540,6 +543,10 @@ def check_cache(case, stock, recorder):
             return
         stock_skipped = sum(len(e.calls) + len(e.extra) - e.forwards - e.extra_forwards for e in stock.evaluations)
         skipped = (stock_skipped, recorder.skipped_forwards)
+    if run_state is not None and (run_state.cache_lost_its_branch or (
+            run_state.drop_sigma is not None and cache_start_sigma is not None
+            and run_state.drop_sigma > cache_start_sigma)):
+        return
     assert skipped[1] or not skipped[0], \
         f"{where}: {case.cache['node']} skipped {skipped[0]} in stock, nothing beside the cutoff"
 
@@ -592,7 +599,8 @@ def run_case(case, models, conds, negatives, controlnets, cutoff, cs):
     check_trajectory_until_the_cut(where, recorder, stock.callbacks)
     check_callbacks(case, run_state, recorder, stock)
     if case.cache:
-        check_cache(case, stock, recorder)
+        cache_start = patched_model.get_model_object("model_sampling").percent_to_sigma(case.cache["start_percent"])
+        check_cache(case, stock, recorder, run_state, cache_start)
 
     if run_state.single_evaluations == 0:
         # the cutoff at or past the last step (or never reached): the stock sampler, bit for bit

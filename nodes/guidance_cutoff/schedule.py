@@ -34,7 +34,6 @@ MODE_SIGMA = "sigma"
 MODE_ADAPTIVE = "adaptive"  # the ratio rule ||eps_c - eps_u|| / ||eps_u||, kept as it was for saved workflows
 MODE_AUTOMATIC = "automatic (shape settled)"  # the text's effect on the shape of x0 (``settled``)
 MODES = (MODE_STEPS, MODE_FRACTION, MODE_SIGMA, MODE_ADAPTIVE, MODE_AUTOMATIC)
-MEASURING_MODES = (MODE_ADAPTIVE, MODE_AUTOMATIC)  # modes that decide from measured guidance
 
 KEEP_UNCOND = "uncond"  # the paper's unconditional: the empty prompt where one is given, else the negative
 KEEP_COND = "cond"

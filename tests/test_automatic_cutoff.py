@@ -9,6 +9,7 @@ measured on the demo model, and a single cut on every DiT/video family."""
 import dataclasses
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -198,6 +199,25 @@ def test_on_the_demo_model_the_defaults_keep_the_adherence_the_frontier_measured
     for name in report.SHAPE_ATTRIBUTES:
         assert scored[name] >= row["adherence"][name] - ADHERENCE_MARGIN - 1e-9, (name, scored, row["adherence"])
     assert 0 < measured["unet_work_saved"] and "the shape had settled" in measured["summary"]
+
+
+@pytest.mark.host
+def test_the_frontier_alone_merges_into_the_report(report, demo, tmp_path):  # noqa: F811  (fixtures)
+    """`report.py --frontier-only` on a reduced setting: every configuration, at its defaults, in its own
+    section of a copy of the committed report; the other sections stay."""
+    shutil.copy(REPO / "docs" / "demo_model" / "report.json", tmp_path / "report.json")
+    unet, clip, vae = demo
+    merged = report.merge_frontier(unet, clip, vae, report.QUICK, tmp_path, prompts_given=True)
+    rows = {r["configuration"]: r for r in merged["frontier"]["rows"]}
+    assert list(rows) == [label for label, _ in report.frontier_configurations()]
+    # euler, 4 steps: text for half of them saves a quarter of the UNet rows; full CFG nothing
+    assert rows["full CFG"]["unet_work_saved"] == 0 and rows["full CFG"]["guided_steps"] == report.QUICK.steps
+    half = next(r for label, r in rows.items() if label.startswith("fixed, a = 0.5") and label.endswith("uncond"))
+    assert half["unet_work_saved"] == pytest.approx(0.25) and half["guided_steps"] == 2
+    assert [r["configuration"] for r in merged["frontier"]["negative_prompt"]][0] == "full CFG"
+    text = (tmp_path / "report.md").read_text()
+    assert "## 4. The frontier" in text and "## 1. Acceleration" in text and (tmp_path / "frontier.png").is_file()
+    assert merged["frontier"]["pictures"] == report.QUICK.prompts and "machine" in merged["frontier"]
 
 
 def _automatic_cut(report_module, unet, positive, negative, indices, seed):

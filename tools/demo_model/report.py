@@ -450,8 +450,7 @@ def markdown(report):
         lines.append(f"| {row['sampler']} | {row['keep']} | {row['a']} | {_adherence_cells(row['adherence'])} | "
                      f"{m['L1']:.4f} | {m['PSNR']:.1f} | {m['SSIM']:.3f} | {_pct(row['unet_work_saved'])} |")
     lines += ["", "Rows of the grid (euler): " + "; ".join(report["grids"]["acceleration_euler.png"]) + ".", "",
-              "![acceleration, euler](acceleration_euler.png)", ""] + negative_markdown(report) + frontier_markdown(
-              report) + [
+              "![acceleration, euler](acceleration_euler.png)", ""] + negative_markdown(report) + [
               "## 2. [EOS]", "", "EOS Split: the [EOS] block only (the prompt's tokens replaced) vs the prompt's tokens only "
               "(the [EOS] block replaced), replacement in brackets.", "",
               f"| conditioning | {head} |", "|---|" + "---|" * len(names)]
@@ -480,7 +479,7 @@ def markdown(report):
               "![x0 over the steps](frequency_trace_strip.png)", "",
               f"Forward process on {s['prompts']} generated training pictures (VAE-encoded), {report['forward_frequency']['steps']} "
               "noise levels: the curves below (Forward Frequency node).", "", "![forward process](forward_frequency.png)", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + frontier_markdown(report))
 
 
 def negative_markdown(report):
@@ -699,7 +698,7 @@ def frontier_markdown(report):
 
 
 def _machine():
-    return (f"CPU ({platform.machine()}), {torch.get_num_threads()} threads" if not torch.cuda.is_available()
+    return (f"CPU ({platform.machine()}), {torch.get_num_threads()} thread{'' if torch.get_num_threads() == 1 else 's'}" if not torch.cuda.is_available()
             else torch.cuda.get_device_name())
 
 

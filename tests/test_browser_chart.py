@@ -112,13 +112,15 @@ def start_browser(profile):
     return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
 
 
-@pytest.fixture(scope="module")
-def session(tmp_path_factory):
+def browser_session(tmp_path_factory, settings=None, extra_args=(), frontend="the frontend"):
+    """(driver, server): the host serving the pack, a fresh user with ``settings`` and Chromium on
+    the page, once the frontend has loaded the ShapeFirst extension (a generator for fixtures)."""
     user = tmp_path_factory.mktemp("comfy_user")
     (user / "default").mkdir()
     # A fresh user would get the template browser on top of the graph.
-    (user / "default" / "comfy.settings.json").write_text(json.dumps({"Comfy.TutorialCompleted": True}))
-    extra = ["--user-directory", str(user), "--database-url", "sqlite:///:memory:"]
+    (user / "default" / "comfy.settings.json").write_text(json.dumps({"Comfy.TutorialCompleted": True,
+                                                                       **(settings or {})}))
+    extra = ["--user-directory", str(user), "--database-url", "sqlite:///:memory:", *extra_args]
     with HostServer(HOST, REPO, extra_args=extra, startup_timeout=STARTUP_TIMEOUT) as server:
         driver = start_browser(tmp_path_factory.mktemp("chromium_profile"))
         try:
@@ -128,10 +130,15 @@ def session(tmp_path_factory):
                 "const app = window.comfyAPI?.app?.app;"
                 "return !!((app?.rootGraph ?? app?.graph) && window.LiteGraph?.registered_node_types?.[arguments[0]]"
                 " && app.extensions?.some((e) => e.name === arguments[1]));", TRACE_TYPE, EXTENSION),
-                STARTUP_TIMEOUT, "the frontend and the ShapeFirst extension")
+                STARTUP_TIMEOUT, f"{frontend} and the ShapeFirst extension")
             yield driver, server
         finally:
             driver.quit()
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    yield from browser_session(tmp_path_factory)
 
 
 def screenshot_dir(tmp_path):

@@ -12,7 +12,6 @@ repository (``$SHAPEFIRST_FRONTEND_DIR``, default ``~/.cache/shapefirst/frontend
 Needs Debian's ``chromium`` and ``chromium-driver`` and the ``selenium`` package; skipped with
 one line when they (or the frontend, where it cannot be installed) are missing.
 """
-import json
 import os
 import subprocess
 import sys
@@ -22,11 +21,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import HOST, REPO
-from shapefirst.tools.headless import PACK_FOLDER_NAME, HostServer
-from test_browser_chart import (BOTH_BRANCHES_RGB, CHROMEDRIVER, CHROMIUM, EXTENSION, ONE_BRANCH_RGB, RUN_TIMEOUT,
-                                STARTUP_TIMEOUT, TRACE_TYPE, color_runs, screenshot_dir, start_browser, wait_for,
-                                webdriver)
+from conftest import REPO
+from shapefirst.tools.headless import PACK_FOLDER_NAME
+from test_browser_chart import (BOTH_BRANCHES_RGB, CHROMEDRIVER, CHROMIUM, ONE_BRANCH_RGB, RUN_TIMEOUT, TRACE_TYPE,
+                                browser_session, color_runs, screenshot_dir, wait_for, webdriver)
 
 FRONTEND_VERSION = "1.58.1"
 FRONTEND_DIR = Path(os.environ.get("SHAPEFIRST_FRONTEND_DIR")
@@ -61,26 +59,11 @@ def install_frontend():
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
     static = install_frontend()
-    user = tmp_path_factory.mktemp("comfy_user")
-    (user / "default").mkdir()
-    (user / "default" / "comfy.settings.json").write_text(json.dumps({
-        "Comfy.TutorialCompleted": True, "Comfy.VueNodes.Enabled": False}))
-    extra = ["--user-directory", str(user), "--database-url", "sqlite:///:memory:", "--front-end-root", str(static)]
-    with HostServer(HOST, REPO, extra_args=extra, startup_timeout=STARTUP_TIMEOUT) as server:
-        driver = start_browser(tmp_path_factory.mktemp("chromium_profile"))
-        try:
-            driver.set_script_timeout(RUN_TIMEOUT)
-            driver.get(server.url)
-            wait_for(lambda: driver.execute_script(
-                "const app = window.comfyAPI?.app?.app;"
-                "return !!((app?.rootGraph ?? app?.graph) && window.LiteGraph?.registered_node_types?.[arguments[0]]"
-                " && app.extensions?.some((e) => e.name === arguments[1]));", TRACE_TYPE, EXTENSION),
-                STARTUP_TIMEOUT, f"frontend {FRONTEND_VERSION} and the ShapeFirst extension")
-            version = driver.execute_script("return window.__COMFYUI_FRONTEND_VERSION__ ?? null;")
-            assert version in (None, FRONTEND_VERSION), f"the page runs frontend {version}"
-            yield driver, server
-        finally:
-            driver.quit()
+    for driver, server in browser_session(tmp_path_factory, {"Comfy.VueNodes.Enabled": False},
+                                          ["--front-end-root", str(static)], f"frontend {FRONTEND_VERSION}"):
+        version = driver.execute_script("return window.__COMFYUI_FRONTEND_VERSION__ ?? null;")
+        assert version in (None, FRONTEND_VERSION), f"the page runs frontend {version}"
+        yield driver, server
 
 
 def test_the_frontend_is_the_newest_one(session):

@@ -143,6 +143,16 @@ def tiny(pack):
     return pack["tools.tiny_test_models"]
 
 
+def exact_round_trip_sd15(tiny, seed=1):
+    """The tiny SD1.5-shaped model with a power-of-two latent scale. The host's two-stage
+    reference passes the latent through process_out/process_in between its samplers; 0.125
+    makes that round trip exact, so comparisons isolate the cutoff (SD1.5's 0.18215 would add
+    1-ulp differences)."""
+    m = tiny.tiny_model("sd15", seed=seed)
+    m.model.latent_format.scale_factor = 0.125
+    return m
+
+
 @pytest.fixture(scope="session")
 def encode_prompts(tiny):
     """(positive, negative) conditioning from a tiny SD1.5-shaped CLIP with the host's real

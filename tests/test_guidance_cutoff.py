@@ -6,6 +6,8 @@ import math
 import pytest
 import torch
 
+from conftest import exact_round_trip_sd15
+
 pytestmark = pytest.mark.host
 
 STEPS = 8
@@ -27,12 +29,7 @@ def schedule_math(pack):
 
 @pytest.fixture(scope="module")
 def model(tiny):
-    m = tiny.tiny_model("sd15", seed=1)
-    # The host's two-stage reference passes the latent through process_out/process_in
-    # between its samplers; a power-of-two latent scale makes that round trip exact, so
-    # comparisons isolate the cutoff (SD1.5's 0.18215 would add 1-ulp differences).
-    m.model.latent_format.scale_factor = 0.125
-    return m
+    return exact_round_trip_sd15(tiny)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import exact_round_trip_sd15
+
 pytestmark = pytest.mark.host
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,9 +33,7 @@ def nb(pack):
 
 @pytest.fixture(scope="module")
 def model(tiny):
-    m = tiny.tiny_model("sd15", seed=1)
-    m.model.latent_format.scale_factor = 0.125  # exact round trips between two-stage samplers
-    return m
+    return exact_round_trip_sd15(tiny)
 
 
 @pytest.fixture(scope="module")

@@ -133,16 +133,22 @@ def sample(model, vae, positive, negative, setting, sampler, scheduler, cfg=None
         return nodes.VAEDecode().decode(vae, samples)[0].float().cpu()
 
 
-def cutoff_model(model, a, keep, empty_conditioning=None):
-    """The Guidance Cutoff node's model: the last ``a`` of the steps keep one branch (``empty_conditioning``:
-    the empty prompt, which keep 'uncond' evaluates there instead of the negative prompt)."""
+def guidance_cutoff_model(model, inputs, empty_conditioning=None):
+    """The Guidance Cutoff node's model for ``inputs`` (the others at their defaults; ``empty_conditioning``:
+    the empty prompt, which keep 'uncond' evaluates after the cut instead of the negative prompt)."""
     from shapefirst.nodes.guidance_cutoff import schedule
-    inputs = dataclasses.asdict(schedule.CutoffSettings())
-    inputs.update(cutoff_mode=schedule.MODE_FRACTION, guided_fraction=round(1.0 - a, 4), keep=keep)
+    values = {**dataclasses.asdict(schedule.CutoffSettings()), **inputs}
     if empty_conditioning is not None:
-        inputs["empty_conditioning"] = empty_conditioning
+        values["empty_conditioning"] = empty_conditioning
     return node("ShapeFirstGuidanceCutoff", "nodes.guidance_cutoff.nodes").EXECUTE_NORMALIZED(
-        model=model, **inputs).result[0]
+        model=model, **values).result[0]
+
+
+def cutoff_model(model, a, keep, empty_conditioning=None):
+    """The Guidance Cutoff node's model: the last ``a`` of the steps keep one branch."""
+    from shapefirst.nodes.guidance_cutoff import schedule
+    return guidance_cutoff_model(model, {"cutoff_mode": schedule.MODE_FRACTION,
+                                         "guided_fraction": round(1.0 - a, 4), "keep": keep}, empty_conditioning)
 
 
 # The negative-prompt experiment: (label, a, keep, the empty prompt connected); a = 0 is full CFG.
@@ -178,6 +184,19 @@ def negative_prompt_experiment(model, clip, vae, setting, log=print, configurati
         log(f"negative prompt, {label}: follows the negative {rows[-1]['follows_negative']}")
     return {"sampler": "euler", "scheduler": "normal", "steps": setting.steps, "cfg": setting.cfg,
             "pictures": setting.prompts, "rows": rows}, pictures
+
+
+def report_prompts(clip, setting):
+    """The report's prompts (the acceleration table's and the frontier's): random attributes from
+    ``setting.seed``, their canonical captions, and the captions' and the empty prompt's conditionings."""
+    import nodes
+    rng = np.random.default_rng(setting.seed)
+    attributes = [shapes_data.random_attributes(rng) for _ in range(setting.prompts)]
+    captions = [shapes_data.canonical_caption(a) for a in attributes]
+    encode = nodes.CLIPTextEncode()
+    positive = stack([encode.encode(clip, t)[0] for t in captions])
+    negative = stack([encode.encode(clip, "")[0] for _ in captions])
+    return attributes, captions, positive, negative
 
 
 def negative_prompt_pairs(clip, setting):
@@ -242,12 +261,8 @@ def run(model, clip, vae, setting, out_dir, log=print):
     out_dir.mkdir(parents=True, exist_ok=True)
     scorer = scorer_module.AttributeScorer()
     started = time.time()
-    rng = np.random.default_rng(setting.seed)
-    attributes = [shapes_data.random_attributes(rng) for _ in range(setting.prompts)]
-    captions = [shapes_data.canonical_caption(a) for a in attributes]
+    attributes, captions, positive, negative = report_prompts(clip, setting)
     encode = nodes.CLIPTextEncode()
-    positive = stack([encode.encode(clip, t)[0] for t in captions])
-    negative = stack([encode.encode(clip, "")[0] for _ in captions])
 
     def score(images, truth=attributes):
         return scorer.adherence(images.numpy(), truth)
@@ -576,22 +591,12 @@ def frontier_configurations():
          {"cutoff_mode": cs.MODE_FRACTION, "guidance_start_fraction": start, "guided_fraction": end})]
 
 
-def frontier_model(model, inputs, empty_conditioning=None):
-    """The Guidance Cutoff node's model for ``inputs`` (the others at their defaults) and its patch."""
-    from shapefirst.nodes.guidance_cutoff import schedule
-    values = {**dataclasses.asdict(schedule.CutoffSettings()), **inputs}
-    if empty_conditioning is not None:
-        values["empty_conditioning"] = empty_conditioning
-    patched = node("ShapeFirstGuidanceCutoff", "nodes.guidance_cutoff.nodes").EXECUTE_NORMALIZED(
-        model=model, **values).result[0]
-    return patched, patched.model_options["sampler_calc_cond_batch_function"].__self__
-
-
 def frontier_run(model, vae, positive, negative, setting, inputs, empty=None):
     """One configuration (euler): its pictures, the UNet work saved, the steps with text and the run's summary."""
     counter = UNetRows()
     full_rows = 2 * setting.prompts * setting.steps
-    patched, patch = frontier_model(model, inputs, empty) if inputs is not None else (model, None)
+    patched = guidance_cutoff_model(model, inputs, empty) if inputs is not None else model
+    patch = patched.model_options["sampler_calc_cond_batch_function"].__self__ if inputs is not None else None
     images = sample(counter.attach(patched), vae, positive, negative, setting, "euler", "normal")
     run = patch.last_run if patch is not None else None
     return images, {"unet_work_saved": 1.0 - counter.rows / full_rows,
@@ -601,13 +606,8 @@ def frontier_run(model, vae, positive, negative, setting, inputs, empty=None):
 
 def frontier_experiment(model, clip, vae, setting, log=print):
     """The frontier on the report's prompts (euler, empty negative), then the negative-prompt check."""
-    import nodes
     scorer = scorer_module.AttributeScorer()
-    encode = nodes.CLIPTextEncode()
-    rng = np.random.default_rng(setting.seed)  # the acceleration table's prompts
-    truth = [shapes_data.random_attributes(rng) for _ in range(setting.prompts)]
-    positive = stack([encode.encode(clip, shapes_data.canonical_caption(a))[0] for a in truth])
-    negative = stack([encode.encode(clip, "")[0] for _ in truth])
+    truth, _, positive, negative = report_prompts(clip, setting)  # the acceleration table's prompts
     rows, pictures, reference = [], {}, None
     for label, inputs in frontier_configurations():
         images, row = frontier_run(model, vae, positive, negative, setting, inputs)

@@ -230,7 +230,8 @@ def _automatic_cut(report_module, unet, positive, negative, indices, seed):
     pick = lambda c: [[c[0][0][indices], c[0][1]]]  # noqa: E731
     size = shapes_data.IMAGE_SIZE // 8
     empty = {"samples": torch.zeros(len(indices), 4, size, size), "batch_index": list(indices)}
-    patched, patch = report_module.frontier_model(unet, {"cutoff_mode": AUTOMATIC})
+    patched = report_module.guidance_cutoff_model(unet, {"cutoff_mode": AUTOMATIC})
+    patch = report_module.cutoff_patch(patched)
     with torch.inference_mode():
         nodes.KSampler().sample(patched, seed, setting.steps, setting.cfg, "euler", "normal", pick(positive),
                                 pick(negative), empty, denoise=1.0)

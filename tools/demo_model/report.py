@@ -144,6 +144,11 @@ def guidance_cutoff_model(model, inputs, empty_conditioning=None):
         model=model, **values).result[0]
 
 
+def cutoff_patch(patched):
+    """The Guidance Cutoff's patch on a model it returned (its ``last_run`` holds the run's record)."""
+    return patched.model_options["sampler_calc_cond_batch_function"].__self__
+
+
 def cutoff_model(model, a, keep, empty_conditioning=None):
     """The Guidance Cutoff node's model: the last ``a`` of the steps keep one branch."""
     from shapefirst.nodes.guidance_cutoff import schedule
@@ -596,7 +601,7 @@ def frontier_run(model, vae, positive, negative, setting, inputs, empty=None):
     counter = UNetRows()
     full_rows = 2 * setting.prompts * setting.steps
     patched = guidance_cutoff_model(model, inputs, empty) if inputs is not None else model
-    patch = patched.model_options["sampler_calc_cond_batch_function"].__self__ if inputs is not None else None
+    patch = cutoff_patch(patched) if inputs is not None else None
     images = sample(counter.attach(patched), vae, positive, negative, setting, "euler", "normal")
     run = patch.last_run if patch is not None else None
     return images, {"unet_work_saved": 1.0 - counter.rows / full_rows,
